@@ -1,0 +1,46 @@
+# The Makefile owns the virtual environments. Two commands do all set-up on a fresh machine:
+#   make run    the main job (prepare data, build the tiny model, ...)
+#   make test   the whole test suite
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp depends on the files that define the environment, so a second `make test` on an
+# existing venv installs nothing; editing pyproject.toml or the lock re-syncs it.
+STAMP := $(VENV)/.installed
+DATA ?= ../shared/data
+WORK ?= work
+PROFILE ?= tiny-cpu
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE ?= 1
+export GX_ANALYTICS_ENABLED = false
+export DVC_NO_ANALYTICS = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: venv run test clean help
+
+help:
+	@echo "make run    prepare the datasets, build the tiny local model, print a summary"
+	@echo "make test   run the whole test suite"
+	@echo "vars: DATA=$(DATA) WORK=$(WORK) PROFILE=$(PROFILE)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first: the CPU wheel on this machine; an unpinned torch would pull a CUDA build.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rner --profile $(PROFILE) data prepare --dataset all --source $(DATA) --out $(WORK)/data
+	$(BIN)/rner --profile $(PROFILE) model init-tiny --out $(WORK)/models/tiny-base --data-dir $(WORK)/data
+	$(BIN)/rner summary --work $(WORK)
+
+test: $(STAMP)
+	RNER_DATA_DIR=$(DATA) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(WORK) .pytest_cache

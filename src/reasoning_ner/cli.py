@@ -1,0 +1,204 @@
+"""``rner``: the one entry point for every stage (local runs, DVC stages, KFP components)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import Config, ConfigError, load_config
+
+app = typer.Typer(help="ReasoningNER: reason, then extract named entities.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True)
+model_app = typer.Typer(help="Build and inspect models.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate predictions and models.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+app.add_typer(eval_app, name="eval")
+app.add_typer(config_app, name="config")
+
+err_console = Console(stderr=True)
+stdout = Console()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="YAML config (default: ./params.yaml when present).")
+    ] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Profile: tiny-cpu, qwen3-1.7b, qwen3-8b.")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set prompt.style=paper.")
+    ] = None,
+) -> None:
+    path = config if config is not None else (Path("params.yaml") if Path("params.yaml").is_file() else None)
+    ctx.obj = {"config_path": path, "profile": profile, "overrides": list(set_ or [])}
+
+
+def get_config(ctx: typer.Context, extra: list[str] | None = None) -> Config:
+    opts = ctx.find_root().obj or {}
+    try:
+        return load_config(opts.get("config_path"), opts.get("profile"), [*opts.get("overrides", []), *(extra or [])])
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@data_app.command("prepare")
+def data_prepare(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="Dataset name, comma-separated names, or 'all'.")] = "all",
+    source: Annotated[Optional[Path], typer.Option(help="Raw data folder (default: config data.source_dir).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: config data.prepared_dir).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="native or instructuie.")] = None,
+    keep_invalid_labels: Annotated[
+        Optional[bool], typer.Option("--keep-invalid-labels/--drop-invalid-labels", help="Keep misc/else/other labels.")
+    ] = None,
+) -> None:
+    """Convert raw datasets to canonical JSONL: <out>/<dataset>/<split>.jsonl plus stats.json."""
+    from .data.formats import FormatError
+    from .data.prepare import prepare
+
+    cfg = get_config(ctx)
+    source_dir = source or Path(cfg.data.source_dir)
+    out_dir = out or Path(cfg.data.prepared_dir)
+    fmt = format or cfg.data.source_format
+    keep = cfg.data.keep_invalid_labels if keep_invalid_labels is None else keep_invalid_labels
+    if not source_dir.is_dir():
+        raise fail(f"source folder {source_dir} does not exist (set --source or RNER_DATA_DIR)")
+    try:
+        summary = prepare(dataset, source_dir, out_dir, fmt, keep, progress=sys.stderr.isatty())
+    except (ValueError, FileNotFoundError, FormatError) as exc:
+        raise fail(str(exc)) from exc
+    table = Table(title=f"Prepared datasets ({fmt}) in {out_dir}")
+    for col in ("dataset", "split", "sentences", "entities", "labels"):
+        table.add_column(col, justify="right" if col in ("sentences", "entities", "labels") else "left")
+    for name, stats in summary.items():
+        for split, s in stats["splits"].items():
+            table.add_row(name, split, str(s["sentences"]), str(s["entities"]), str(len(s["per_label"])))
+    stdout.print(table)
+
+
+@data_app.command("show")
+def data_show(
+    path: Annotated[Path, typer.Argument(help="A canonical JSONL file.")],
+    n: Annotated[int, typer.Option(help="How many records.")] = 3,
+) -> None:
+    """Print the first records of a canonical JSONL file."""
+    from .records import RecordError, read_jsonl
+
+    if not path.is_file():
+        raise fail(f"{path} does not exist")
+    try:
+        for i, obj in enumerate(read_jsonl(path)):
+            if i >= n:
+                break
+            stdout.print_json(json.dumps(obj, ensure_ascii=False))
+    except RecordError as exc:
+        raise fail(str(exc)) from exc
+
+
+# ----------------------------------------------------------------------------------------- model
+
+
+@model_app.command("init-tiny")
+def model_init_tiny(
+    ctx: typer.Context,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: config model.tiny_dir).")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="Extra text file (one text per line) for the tokenizer.")] = None,
+    data_dir: Annotated[
+        Optional[Path], typer.Option(help="Prepared data folder whose train splits join the tokenizer corpus.")
+    ] = None,
+) -> None:
+    """Build the tiny local base model (random weights, own BPE tokenizer) in Hugging Face format."""
+    from .modeling import init_tiny
+
+    cfg = get_config(ctx)
+    out_dir = out or Path(cfg.model.tiny_dir)
+    extra: list[str] = []
+    if corpus is not None:
+        if not corpus.is_file():
+            raise fail(f"corpus file {corpus} does not exist")
+        extra = [line.rstrip("\n") for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = data_dir if data_dir is not None else Path(cfg.data.prepared_dir)
+    summary = init_tiny(out_dir, cfg.model.tiny, corpus=extra, data_dir=data if data.is_dir() else None, prompt_cfg=cfg.prompt)
+    stdout.print_json(json.dumps(summary, default=str))
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+
+@eval_app.command("score")
+def eval_score(
+    gold: Annotated[Path, typer.Option(help="Gold canonical JSONL.")],
+    pred: Annotated[Path, typer.Option(help="Predictions JSONL (canonical records or {id, output}).")],
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
+    keep_invalid_labels: Annotated[bool, typer.Option(help="Score misc/else/other labels too.")] = False,
+) -> None:
+    """Score predictions: paper-parity string-set F1 and strict offset F1, per dataset and label."""
+    from .records import RecordError, write_json
+    from .scoring import score_files
+
+    for p in (gold, pred):
+        if not p.is_file():
+            raise fail(f"{p} does not exist")
+    try:
+        report = score_files(gold, pred, drop_invalid=not keep_invalid_labels)
+    except RecordError as exc:
+        raise fail(str(exc)) from exc
+    if out_file is not None:
+        write_json(out_file, report)
+    stdout.print_json(json.dumps(report))
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the resolved configuration (defaults + profile + file + overrides) as YAML."""
+    stdout.print(get_config(ctx).dump_yaml(), highlight=False, markup=False)
+
+
+# --------------------------------------------------------------------------------------- summary
+
+
+@app.command("summary")
+def summary(work: Annotated[Path, typer.Option(help="The local work folder.")] = Path("work")) -> None:
+    """Summarize what a local run produced: prepared datasets and models."""
+    data_summary = work / "data" / "prepare_summary.json"
+    if data_summary.is_file():
+        info = json.loads(data_summary.read_text())
+        table = Table(title=f"Datasets in {work / 'data'} ({info['source_format']}, from {info['source_dir']})")
+        table.add_column("dataset")
+        table.add_column("splits (sentences)")
+        for name, splits in info["datasets"].items():
+            table.add_row(name, ", ".join(f"{s} {n}" for s, n in splits.items()))
+        stdout.print(table)
+    else:
+        stdout.print(f"no prepared data in {work / 'data'} (run `rner data prepare`)")
+    models = sorted(p.parent for p in (work / "models").glob("*/config.json")) if (work / "models").is_dir() else []
+    for model_dir in models:
+        cfg = json.loads((model_dir / "config.json").read_text())
+        size = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+        stdout.print(
+            f"model {model_dir}: {cfg.get('model_type')} hidden {cfg.get('hidden_size')} x {cfg.get('num_hidden_layers')} layers, "
+            f"vocab {cfg.get('vocab_size')}, {size / 1e6:.1f} MB safetensors"
+        )
+    if not models:
+        stdout.print(f"no models in {work / 'models'} (run `rner model init-tiny`)")
+    stdout.print("next: `make test` runs the test suite; see README.md for the stages that follow.")

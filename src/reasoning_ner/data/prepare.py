@@ -1,0 +1,113 @@
+"""``rner data prepare``: raw files -> ``<out>/<dataset>/<split>.jsonl`` + ``stats.json``."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..records import NERRecord, write_json, write_jsonl
+from .catalog import DATASET_NAMES, available_splits, get_spec, iter_split
+
+
+def split_stats(records: list[NERRecord]) -> dict[str, Any]:
+    """Sentences, entity spans and per-label counts of one split.
+
+    ``mentions`` counts annotated mentions as the source lists them; it differs from ``entities``
+    only for string-annotated sources (Pile-NER), where one mention string is grounded to every
+    place it occurs.
+    """
+    per_label = Counter(e.label for r in records for e in r.entities)
+    mentions = sum(int(r.meta.get("mentions", len(r.entities))) for r in records)
+    ungrounded = sum(len(r.meta.get("ungrounded", [])) for r in records)
+    return {
+        "sentences": len(records),
+        "entities": sum(len(r.entities) for r in records),
+        "mentions": mentions,
+        "ungrounded_mentions": ungrounded,
+        "per_label": dict(sorted(per_label.items())),
+        "schema_sizes": {str(k): v for k, v in sorted(Counter(len(r.schema) for r in records).items())},
+    }
+
+
+def prepare_dataset(
+    name: str,
+    source_dir: Path,
+    out_dir: Path,
+    source_format: str = "native",
+    keep_invalid: bool = False,
+    on_record: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Convert every split of one dataset; returns (and writes) its stats."""
+    spec = get_spec(name)
+    files = available_splits(spec, source_dir, source_format)
+    stats: dict[str, Any] = {
+        "dataset": name,
+        "source_format": source_format,
+        "keep_invalid_labels": keep_invalid,
+        "schema": spec.schema(keep_invalid),
+        "files": {split: str(path) for split, path in files.items()},
+        "splits": {},
+    }
+    for split in files:
+        records = []
+        for record in iter_split(spec, split, source_dir, source_format, keep_invalid):
+            records.append(record)
+            if on_record:
+                on_record(1)
+        write_jsonl(out_dir / name / f"{split}.jsonl", records)
+        stats["splits"][split] = split_stats(records)
+    write_json(out_dir / name / "stats.json", stats)
+    return stats
+
+
+def resolve_names(dataset: str | Iterable[str]) -> list[str]:
+    if isinstance(dataset, str):
+        names = list(DATASET_NAMES) if dataset == "all" else [d.strip() for d in dataset.split(",") if d.strip()]
+    else:
+        names = list(dataset)
+    for n in names:
+        get_spec(n)  # raises with the list of known names
+    return names
+
+
+def prepare(
+    dataset: str | Iterable[str],
+    source_dir: Path,
+    out_dir: Path,
+    source_format: str = "native",
+    keep_invalid: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Prepare one, several (comma-separated) or ``all`` datasets with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    names = resolve_names(dataset)
+    if source_format == "instructuie":
+        names = [n for n in names if get_spec(n).instructuie_dir is not None] if dataset == "all" else names
+    started = time.perf_counter()
+    summary: dict[str, Any] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    ) as bar:
+        for name in names:
+            task = bar.add_task(f"{name:<20}", total=None)
+            stats = prepare_dataset(
+                name, source_dir, out_dir, source_format, keep_invalid, on_record=lambda n: bar.advance(task, n)
+            )
+            bar.update(task, total=bar.tasks[task].completed)
+            summary[name] = stats
+    write_json(out_dir / "prepare_summary.json", {
+        "source_dir": str(source_dir),
+        "source_format": source_format,
+        "seconds": round(time.perf_counter() - started, 2),
+        "datasets": {n: {s: v["sentences"] for s, v in st["splits"].items()} for n, st in summary.items()},
+    })
+    return summary

@@ -1,0 +1,98 @@
+"""Score a predictions file against gold canonical records (``rner eval score``).
+
+Predictions file (JSONL, one object per line, matched to gold by ``id``), either:
+
+* a canonical record with predicted ``entities`` (``[{start, end, label, text}]``): used as is;
+* a raw model output ``{"id": ..., "output": "<think>...</think>{...}"}``: parsed with
+  :func:`parse_answer` and grounded in the gold record's text with :func:`ground`.
+
+The paper-parity metric uses the predicted span strings (grounded or not, as the reference
+does); the strict metric uses only grounded offsets. A gold record with no prediction counts as
+an empty prediction and is reported under ``missing_predictions``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .grounding import ground
+from .metrics import SentenceScore, macro_average, score
+from .parsing import parse_answer
+from .records import Entity, RecordError, read_jsonl, read_records
+
+
+def prediction_to_sentence(pred: dict[str, Any], gold_text: str, schema: list[str]) -> tuple[SentenceScore, dict[str, Any]]:
+    """Turn one prediction object into metric inputs plus per-sentence diagnostics."""
+    info: dict[str, Any] = {"parsed": True, "ungrounded": 0, "predicted": 0}
+    if "output" in pred:
+        parsed = parse_answer(pred["output"], schema)
+        grounding = ground(gold_text, parsed.entities)
+        pairs = parsed.pairs()
+        offsets = [(e.start, e.end, e.label) for e in grounding.entities]
+        info.update(parsed=parsed.ok, ungrounded=len(grounding.ungrounded), predicted=len(pairs))
+    elif "entities" in pred:
+        try:
+            ents = [Entity.from_dict(e) for e in pred["entities"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"prediction {pred.get('id')}: bad entity ({exc})") from exc
+        pairs = [(e.text, e.label) for e in ents]
+        offsets = [(e.start, e.end, e.label) for e in ents]
+        info["predicted"] = len(pairs)
+    else:
+        raise RecordError(f"prediction {pred.get('id')}: needs 'output' (raw generation) or 'entities'")
+    return SentenceScore(pairs, [], offsets, []), info
+
+
+def score_files(gold_path: str | Path, pred_path: str | Path, drop_invalid: bool = True) -> dict[str, Any]:
+    gold = {r.id: r for r in read_records(gold_path)}
+    preds: dict[str, dict[str, Any]] = {}
+    for obj in read_jsonl(pred_path):
+        if "id" not in obj:
+            raise RecordError(f"{pred_path}: a prediction has no 'id'")
+        pid = str(obj["id"])
+        if pid not in gold:
+            raise RecordError(f"{pred_path}: prediction id {pid!r} is not in the gold file {gold_path}")
+        if pid in preds:
+            raise RecordError(f"{pred_path}: prediction id {pid!r} appears twice")
+        preds[pid] = obj
+
+    by_dataset: dict[str, list[SentenceScore]] = defaultdict(list)
+    diag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    formats: dict[str, set[str]] = defaultdict(set)
+    for rid, rec in gold.items():
+        d = diag[rec.dataset]
+        formats[rec.dataset].add(rec.source_format)
+        if rid in preds:
+            sentence, info = prediction_to_sentence(preds[rid], rec.text, rec.schema)
+            d["parsed"] += int(info["parsed"])
+            d["ungrounded"] += info["ungrounded"]
+            d["predicted"] += info["predicted"]
+        else:
+            sentence = SentenceScore([], [], [], [])
+            d["missing"] += 1
+        sentence.gold_pairs = [(e.text, e.label) for e in rec.entities]
+        sentence.gold_offsets = [(e.start, e.end, e.label) for e in rec.entities]
+        by_dataset[rec.dataset].append(sentence)
+
+    datasets: dict[str, Any] = {}
+    for name, sentences in sorted(by_dataset.items()):
+        d = diag[name]
+        answered = len(sentences) - d["missing"]
+        datasets[name] = {
+            **score(sentences, drop_invalid),
+            "source_format": ",".join(sorted(formats[name])),
+            "missing_predictions": d["missing"],
+            "parse_rate": d["parsed"] / answered if answered else 0.0,
+            "ungrounded_rate": d["ungrounded"] / d["predicted"] if d["predicted"] else 0.0,
+        }
+    return {
+        "gold": str(gold_path),
+        "predictions": str(pred_path),
+        "datasets": datasets,
+        "macro": {
+            "paper_f1": macro_average({n: r["paper"]["f1"] for n, r in datasets.items()}),
+            "strict_f1": macro_average({n: r["strict"]["f1"] for n, r in datasets.items()}),
+        },
+    }

@@ -1,0 +1,63 @@
+"""The typed configuration: profiles, file, overrides and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reasoning_ner.config import PROFILES, ZERO_SHOT_DATASETS, ConfigError, load_config, parse_override
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_profiles_resolve() -> None:
+    assert set(PROFILES) == {"tiny-cpu", "qwen3-1.7b", "qwen3-8b"}
+    tiny = load_config(profile="tiny-cpu")
+    assert tiny.model.base_model == "tiny" and tiny.prompt.style == "compact" and tiny.prompt.answer_indent is None
+    big = load_config(profile="qwen3-8b")
+    assert big.model.base_model == "Qwen/Qwen3-8B-Base" and big.prompt.style == "paper" and big.prompt.answer_indent == 2
+    assert load_config(profile="qwen3-1.7b").model.base_model == "Qwen/Qwen3-1.7B-Base"
+
+
+def test_repo_params_yaml_is_valid() -> None:
+    cfg = load_config(REPO_ROOT / "params.yaml")
+    assert cfg.profile == "tiny-cpu"
+    assert cfg.data.zero_shot_datasets == list(ZERO_SHOT_DATASETS)
+
+
+def test_order_profile_then_file_then_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("profile: qwen3-8b\nprompt:\n  answer_indent: 4\nmodel:\n  tiny:\n    hidden_size: 64\n")
+    cfg = load_config(f)
+    assert cfg.profile == "qwen3-8b" and cfg.prompt.answer_indent == 4 and cfg.model.tiny.hidden_size == 64
+    cfg = load_config(f, profile="tiny-cpu", overrides=["model.tiny.hidden_size=32", "prompt.with_cot=false"])
+    assert cfg.profile == "tiny-cpu" and cfg.model.tiny.hidden_size == 32 and cfg.prompt.with_cot is False
+    assert cfg.prompt.answer_indent == 4  # the file still wins over the profile
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown profile 'gpt5'"):
+        load_config(profile="gpt5")
+    with pytest.raises(ConfigError, match="model.tiny.hidden_size"):
+        load_config(overrides=["model.tiny.hidden_size=-3"])
+    with pytest.raises(ConfigError, match="data.typo"):
+        load_config(overrides=["data.typo=1"])
+    with pytest.raises(ConfigError, match="not of the form"):
+        parse_override("prompt.style")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_zero_shot_datasets_can_never_be_training_data() -> None:
+    with pytest.raises(ConfigError, match=r"zero-shot evaluation dataset\(s\) \['crossner_ai'\]"):
+        load_config(overrides=["data.train_datasets=[pile_ner, crossner_ai]"])
+
+
+def test_data_dir_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RNER_DATA_DIR", "/somewhere/data")
+    assert load_config().data.source_dir == "/somewhere/data"
