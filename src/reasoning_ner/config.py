@@ -101,12 +101,121 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
 
 
+class CoTConfig(_Section):
+    """Stage 1: CoT synthesis by a teacher LLM, structural checks and an optional LLM judge."""
+
+    teacher: Literal["offline", "openai"] = Field(
+        "offline", description="offline: deterministic gold-grounded chains, no network; openai: any OpenAI-compatible endpoint."
+    )
+    teacher_url: str | None = Field(None, description="Base URL of the teacher endpoint, e.g. http://vllm:8000/v1.")
+    teacher_model: str = Field("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", description="Model name sent to the teacher.")
+    teacher_api_key_env: str = Field("RNER_TEACHER_API_KEY", description="Environment variable holding the teacher API key.")
+    mode: Literal["reannotate", "explain"] = Field(
+        "reannotate", description="reannotate: teacher sees sentence + schema (paper); explain: also the gold entities."
+    )
+    chain_style: Literal["compact", "full"] = Field(
+        "full", description="Offline teacher chain length: compact (~40 tokens, tiny-cpu) or full."
+    )
+    temperature: float = Field(0.6, ge=0.0)
+    max_tokens: int = Field(4096, ge=16)
+    concurrency: int = Field(32, ge=1)
+    timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    judge_url: str | None = Field(None, description="Base URL of the judge endpoint; unset = no judge.")
+    judge_model: str = Field("Qwen/Qwen3-32B")
+    judge_api_key_env: str = Field("RNER_JUDGE_API_KEY")
+    judge_threshold: float = Field(9.0, ge=0, le=10, description="Keep chains the judge scores at or above this (0-10).")
+    min_gold_f1: float = Field(0.5, ge=0, le=1, description="Reannotate mode: minimum F1 of the teacher's answer against gold.")
+    min_chain_words: int = Field(3, ge=0)
+    max_chain_words: int = Field(3000, ge=1)
+    max_records_per_dataset: int | None = Field(None, ge=1, description="Cap per training dataset (None = all).")
+    out_dir: str = Field("work/cot", description="Where accepted/rejected records and stats are written.")
+
+
+class SFTSection(_Section):
+    """Stage 2: CoT tuning with trl's SFTTrainer. Defaults are the paper's (reference doc section 2)."""
+
+    finetune: Literal["full", "lora"] = Field("full", description="full fine-tuning (paper) or LoRA via peft.")
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    learning_rate: float = 2e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    num_train_epochs: float = 5.0
+    max_steps: int = Field(-1, description="> 0 overrides epochs.")
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 2
+    max_length: int = 8192
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    padding_free: bool = True
+    use_liger_kernel: bool = True
+    attn_implementation: str | None = Field("flash_attention_2", description="Used only when installed and on GPU.")
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int = 2
+    max_train_records: int | None = Field(None, ge=1)
+    output_dir: str = "work/models/sft"
+
+
+class GRPOSection(_Section):
+    """Stage 3: reasoning enhancement with trl's GRPOTrainer. Defaults from the reference's qwen3-8b config."""
+
+    finetune: Literal["full", "lora"] = "full"
+    loss_type: str = "dr_grpo"
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    beta: float = 0.04
+    num_generations: int = 16
+    num_iterations: int = 4
+    temperature: float = 0.9
+    learning_rate: float = 1e-6
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    max_prompt_length: int = 2048
+    max_completion_length: int = 4096
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 16
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    use_vllm: bool = False
+    vllm_mode: Literal["server", "colocate"] = "server"
+    reward_f1_weight: float = 10.0
+    reward_schema_weight: float = 1.0
+    reward_format_weight: float = 0.0
+    reward_length_weight: float = 0.0
+    think_token_budget: int | None = Field(None, ge=1, description="Length-aware term: thinking tokens allowed before the penalty.")
+    rl_datasets: list[str] = Field(default_factory=lambda: ["conll2003"], description="Training splits sampled for RL.")
+    rl_sample_size: int = 5000
+    rl_per_dataset_cap: int = 10000
+    logging_steps: int = 1
+    save_steps: int = 200
+    output_dir: str = "work/models/grpo"
+
+
 class Config(_Section):
     profile: str = "tiny-cpu"
     seed: int = 42
     data: DataConfig = Field(default_factory=DataConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    cot: CoTConfig = Field(default_factory=CoTConfig)
+    sft: SFTSection = Field(default_factory=SFTSection)
+    grpo: GRPOSection = Field(default_factory=GRPOSection)
+
+    @model_validator(mode="after")
+    def _no_zero_shot_rl(self) -> Config:
+        leaked = sorted(set(self.grpo.rl_datasets) & set(self.data.zero_shot_datasets))
+        if leaked:
+            raise ValueError(f"zero-shot evaluation dataset(s) {leaked} cannot be RL datasets")
+        return self
 
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -120,14 +229,32 @@ PROFILES: dict[str, dict[str, Any]] = {
         # sequences short, which is most of the CPU cost.
         "prompt": {"style": "compact", "answer_indent": None},
         "model": {"base_model": "tiny"},
+        "cot": {"chain_style": "compact", "max_records_per_dataset": 2000},
+        "sft": {
+            "learning_rate": 2e-3, "warmup_ratio": 0.03, "weight_decay": 0.1, "num_train_epochs": 1.0,
+            "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_length": 192,
+            "bf16": False, "gradient_checkpointing": False, "padding_free": False, "use_liger_kernel": False,
+            "attn_implementation": None, "logging_steps": 10,
+        },
+        "grpo": {
+            "learning_rate": 1e-5, "num_generations": 4, "num_iterations": 1, "beta": 0.04,
+            "max_prompt_length": 160, "max_completion_length": 64, "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1, "rl_sample_size": 64, "bf16": False, "gradient_checkpointing": False,
+        },
     },
     "qwen3-1.7b": {
         "prompt": {"style": "paper", "answer_indent": 2},
         "model": {"base_model": "Qwen/Qwen3-1.7B-Base", "dtype": "bfloat16"},
+        # Reference config/sft/qwen3-1.7b: 32 x 1 x 8 GPUs = 256; GRPO 16 x 4.
+        "sft": {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 1},
+        "grpo": {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 4},
     },
     "qwen3-8b": {
         "prompt": {"style": "paper", "answer_indent": 2},
         "model": {"base_model": "Qwen/Qwen3-8B-Base", "dtype": "bfloat16"},
+        # Reference config/sft/qwen3-8b: 16 x 2 x 8 GPUs = 256; GRPO 4 x 16.
+        "sft": {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 2},
+        "grpo": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16},
     },
 }
 
