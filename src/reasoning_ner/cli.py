@@ -18,10 +18,12 @@ data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=Tru
 model_app = typer.Typer(help="Build and inspect models.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate predictions and models.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
+cot_app = typer.Typer(help="Stage 1: synthesize reasoning chains with a teacher LLM.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
+app.add_typer(cot_app, name="cot")
 
 err_console = Console(stderr=True)
 stdout = Console()
@@ -110,6 +112,68 @@ def data_show(
             stdout.print_json(json.dumps(obj, ensure_ascii=False))
     except RecordError as exc:
         raise fail(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------------------------- cot
+
+
+@cot_app.command("synthesize")
+def cot_synthesize(
+    ctx: typer.Context,
+    input: Annotated[list[Path], typer.Option("--input", "-i", help="Canonical training JSONL (repeatable).")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: config cot.out_dir).")] = None,
+    teacher_url: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible base URL (e.g. http://vllm:8000/v1); unset = offline teacher.")
+    ] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Model name sent to the teacher.")] = None,
+    judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL of the judge; unset = no judge.")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="reannotate (paper) or explain.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Concurrent teacher requests.")] = None,
+) -> None:
+    """Teacher -> structural checks -> judge; writes accepted.jsonl, rejected.jsonl and stats.json.
+
+    Resumable: run the same command again after an interruption and it finishes the rest.
+    API keys come from the environment (cot.teacher_api_key_env / cot.judge_api_key_env).
+    """
+    from .cot.synthesize import synthesize
+    from .records import RecordError
+
+    extra = []
+    if teacher_url:
+        extra += ["cot.teacher=openai", f"cot.teacher_url={teacher_url}"]
+    for key, value in (("teacher_model", teacher_model), ("judge_url", judge_url), ("mode", mode), ("concurrency", concurrency)):
+        if value is not None:
+            extra.append(f"cot.{key}={value}")
+    cfg = get_config(ctx, extra)
+    out_dir = out or Path(cfg.cot.out_dir)
+    try:
+        stats = synthesize(input, out_dir, cfg.cot, cfg.data.zero_shot_datasets, progress=sys.stderr.isatty())
+    except (RecordError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    reasons = ", ".join(f"{k} {v}" for k, v in stats["rejections_by_reason"].items()) or "none"
+    stdout.print(
+        f"{stats['accepted']} accepted, {stats['rejected']} rejected ({stats['accept_rate']:.1%} accepted; "
+        f"rejections: {reasons}) -> {out_dir}; {stats['last_run']['throughput_rps']} records/s this run"
+    )
+
+
+@cot_app.command("stub-teacher")
+def cot_stub_teacher(
+    gold: Annotated[list[Path], typer.Option(help="Canonical JSONL whose gold annotations the stub answers with.")],
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per request.")] = 0.0,
+    faults: Annotated[str, typer.Option(help="Fault rates, e.g. rate_limit=0.1,truncated=0.05.")] = "",
+) -> None:
+    """Serve a stub OpenAI-compatible teacher/judge (stands in for vLLM in demos and tests)."""
+    from .cot.stub_teacher import FaultPlan, parse_faults, serve_stub
+
+    try:
+        plan = FaultPlan(latency_s=latency_ms / 1000, rates=parse_faults(faults))
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    err_console.print(f"stub teacher on http://{host}:{port}/v1 (Ctrl-C to stop)")
+    serve_stub(gold, host, port, plan)
 
 
 # ----------------------------------------------------------------------------------------- model

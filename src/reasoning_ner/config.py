@@ -126,7 +126,7 @@ class CoTConfig(_Section):
     judge_api_key_env: str = Field("RNER_JUDGE_API_KEY")
     judge_threshold: float = Field(9.0, ge=0, le=10, description="Keep chains the judge scores at or above this (0-10).")
     min_gold_f1: float = Field(0.5, ge=0, le=1, description="Reannotate mode: minimum F1 of the teacher's answer against gold.")
-    min_chain_words: int = Field(3, ge=0)
+    min_chain_words: int = Field(2, ge=0, description="Shortest acceptable chain (words); compact chains can be 'court: none.'")
     max_chain_words: int = Field(3000, ge=1)
     max_records_per_dataset: int | None = Field(None, ge=1, description="Cap per training dataset (None = all).")
     out_dir: str = Field("work/cot", description="Where accepted/rejected records and stats are written.")
