@@ -18,7 +18,7 @@ export GX_ANALYTICS_ENABLED = false
 export DVC_NO_ANALYTICS = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: venv run test clean help
+.PHONY: venv run test repro clean help
 
 help:
 	@echo "make run    prepare the datasets, build the tiny local model, print a summary"
@@ -41,6 +41,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	RNER_DATA_DIR=$(DATA) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The DVC data stages (prepare -> synthesize -> validate); DVC runs stage commands through a shell
+# that needs the venv's rner on PATH.
+repro: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 clean:
 	rm -rf $(WORK) .pytest_cache

@@ -250,3 +250,16 @@ def test_teacher_prompt_modes() -> None:
     assert 'Gold entities: {"entities": {"person": ["Ada", "Bob"]}}' in e
     with pytest.raises(ValueError, match="unknown teacher mode"):
         teacher_prompt("x", [], "guess")
+
+
+def test_sentences_of_evaluation_splits_never_enter_training(tmp_path: Path, prepared_dir: Path, conll_train: Path) -> None:
+    from reasoning_ner.validation import find_eval_files, normalize_sentence
+
+    eval_files = find_eval_files(prepared_dir)
+    cfg = CoTConfig(chain_style="compact")
+    stats = synthesize([conll_train], tmp_path, cfg, ZERO_SHOT_DATASETS, progress=False, eval_files=eval_files)
+    # CoNLL-2003 train repeats 554 of its dev/test lines (datelines, scores, "REUTER")
+    assert stats["dropped_eval_overlap"] == {"conll2003": 554}
+    assert stats["records"] == 14041 - 554
+    eval_texts = {normalize_sentence(r["text"]) for f in eval_files for r in read_jsonl(f)}
+    assert not any(normalize_sentence(r["text"]) in eval_texts for r in read_jsonl(tmp_path / "accepted.jsonl"))

@@ -38,14 +38,18 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def main(
     ctx: typer.Context,
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="YAML config (default: ./params.yaml when present).")
+        Optional[Path],
+        typer.Option("--config", "-c", help="YAML config (default: ./params.yaml when present and no --profile is given)."),
     ] = None,
     profile: Annotated[Optional[str], typer.Option(help="Profile: tiny-cpu, qwen3-1.7b, qwen3-8b.")] = None,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set prompt.style=paper.")
     ] = None,
 ) -> None:
-    path = config if config is not None else (Path("params.yaml") if Path("params.yaml").is_file() else None)
+    # An explicit --profile without --config means that profile as defined, not params.yaml's
+    # local settings layered on top of it.
+    default = Path("params.yaml") if profile is None and Path("params.yaml").is_file() else None
+    path = config if config is not None else default
     ctx.obj = {"config_path": path, "profile": profile, "overrides": list(set_ or [])}
 
 
@@ -114,6 +118,64 @@ def data_show(
         raise fail(str(exc)) from exc
 
 
+@data_app.command("validate")
+def data_validate(
+    ctx: typer.Context,
+    train: Annotated[list[Path], typer.Option("--train", help="Training JSONL file; repeat for several.")],
+    out: Annotated[Path, typer.Option(help="Folder for validation.json and data_docs/.")],
+    eval_: Annotated[
+        Optional[list[Path]], typer.Option("--eval", help="Evaluation JSONL file (leakage check); repeatable.")
+    ] = None,
+    eval_dir: Annotated[
+        Optional[Path], typer.Option(help="Prepared-data folder: adds every */test.jsonl and */dev.jsonl.")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="ner (canonical records) or cot (records with a reasoning chain).")] = "ner",
+) -> None:
+    """Validate datasets with Great Expectations; exit 1 when any expectation fails."""
+    from .records import RecordError
+    from .validation import find_eval_files, format_report, validate_dataset
+
+    cfg = get_config(ctx)
+    if kind not in ("ner", "cot"):
+        raise fail(f"--kind must be ner or cot, not {kind!r}")
+    try:
+        eval_files = [*(eval_ or []), *(find_eval_files(eval_dir) if eval_dir is not None else [])]
+        report = validate_dataset(
+            train, eval_files, kind, cfg.data.zero_shot_datasets, out,  # type: ignore[arg-type]
+            min_chain_words=cfg.cot.min_chain_words, max_chain_words=cfg.cot.max_chain_words,
+        )
+    except (RecordError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(format_report(report))
+    raise typer.Exit(0 if report.success else 1)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    repo: Annotated[str, typer.Option(help="Git repository: a local path or a URL (https://, ssh://, git@host:org/repo.git).")],
+    path: Annotated[str, typer.Option(help="DVC-tracked file or folder in that repo, e.g. work/cot/accepted.jsonl.")],
+    out: Annotated[Path, typer.Option(help="Local folder; the data lands in <out>/<name> with <out>/lineage.json.")],
+    rev: Annotated[
+        Optional[str], typer.Option(help="Git revision (sha, branch, tag). Default: HEAD of a local repo, the default branch of a URL.")
+    ] = None,
+    remote: Annotated[
+        Optional[str], typer.Option(help="DVC remote name in that repo, or a storage URL/path (s3://bucket/path, /mnt/dvc).")
+    ] = None,
+) -> None:
+    """Fetch a DVC-versioned dataset at an exact git revision and write its lineage.json.
+
+    Credentials come from the environment only: RNER_GIT_TOKEN for private https git repos,
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for MinIO) for S3 remotes.
+    """
+    from .lineage import fetch_dataset
+
+    try:
+        lineage = fetch_dataset(repo, rev, path, out, remote=remote)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    stdout.print_json(json.dumps(lineage))
+
+
 # ------------------------------------------------------------------------------------------- cot
 
 
@@ -129,6 +191,9 @@ def cot_synthesize(
     judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL of the judge; unset = no judge.")] = None,
     mode: Annotated[Optional[str], typer.Option(help="reannotate (paper) or explain.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Concurrent teacher requests.")] = None,
+    eval_dir: Annotated[
+        Optional[Path], typer.Option(help="Prepared data whose */test.jsonl and */dev.jsonl sentences are dropped from the inputs.")
+    ] = None,
 ) -> None:
     """Teacher -> structural checks -> judge; writes accepted.jsonl, rejected.jsonl and stats.json.
 
@@ -147,10 +212,15 @@ def cot_synthesize(
     cfg = get_config(ctx, extra)
     out_dir = out or Path(cfg.cot.out_dir)
     try:
-        stats = synthesize(input, out_dir, cfg.cot, cfg.data.zero_shot_datasets, progress=sys.stderr.isatty())
+        from .validation import find_eval_files
+
+        eval_files = find_eval_files(eval_dir) if eval_dir is not None else []
+        stats = synthesize(input, out_dir, cfg.cot, cfg.data.zero_shot_datasets, sys.stderr.isatty(), eval_files)
     except (RecordError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     reasons = ", ".join(f"{k} {v}" for k, v in stats["rejections_by_reason"].items()) or "none"
+    if stats["dropped_eval_overlap"]:
+        stdout.print(f"dropped (sentence also in an evaluation split): {stats['dropped_eval_overlap']}")
     stdout.print(
         f"{stats['accepted']} accepted, {stats['rejected']} rejected ({stats['accept_rate']:.1%} accepted; "
         f"rejections: {reasons}) -> {out_dir}; {stats['last_run']['throughput_rps']} records/s this run"
@@ -227,6 +297,86 @@ def eval_score(
     if out_file is not None:
         write_json(out_file, report)
     stdout.print_json(json.dumps(report))
+
+
+@eval_app.command("run")
+def eval_run(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Model folder (Hugging Face format) or hub name.")],
+    suite: Annotated[str, typer.Option(help="zero-shot, supervised or all.")] = "all",
+    limit: Annotated[Optional[int], typer.Option(help="Sentences per dataset (seeded sample; default: config eval.limit).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Prepared data (default: config data.prepared_dir).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default: config eval.out_dir).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="auto, transformers or vllm.")] = None,
+) -> None:
+    """Evaluate a model on the suites; writes report.json/.md/.html, plots and predictions."""
+    from .evaluation import evaluate
+    from .inference import make_engine
+    from .modeling import ModelLoadError
+
+    extra = [f"eval.limit={limit}"] if limit is not None else []
+    if backend:
+        extra.append(f"eval.backend={backend}")
+    cfg = get_config(ctx, extra)
+    suites = ["zero-shot", "supervised"] if suite == "all" else [suite]
+    if any(s not in ("zero-shot", "supervised") for s in suites):
+        raise fail(f"unknown suite {suite!r}; use zero-shot, supervised or all")
+    data = data_dir or Path(cfg.data.prepared_dir)
+    out_dir = out or Path(cfg.eval.out_dir)
+    lineage_file = Path(model) / "lineage.json"
+    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    try:
+        engine = make_engine(model, cfg.eval.backend, cfg.eval.batch_size)
+        report = evaluate(engine, cfg, suites, data, out_dir, model, lineage)
+    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    table = Table(title=f"Evaluation of {model} (limit {cfg.eval.limit})")
+    for col in ("suite", "dataset", "paper F1", "strict F1", "parse rate"):
+        table.add_column(col)
+    for suite_name, s in report["suites"].items():
+        for name, ds in s["datasets"].items():
+            table.add_row(suite_name, name, f"{100 * ds['paper']['f1']:.1f}", f"{100 * ds['strict']['f1']:.1f}", f"{ds['parse_rate']:.2f}")
+        table.add_row(suite_name, "[bold]macro", f"[bold]{100 * s['macro']['paper_f1']:.1f}", f"{100 * s['macro']['strict_f1']:.1f}",
+                      f"{s['mean_parse_rate']:.2f}")
+    stdout.print(table)
+    stdout.print(f"report: {out_dir / 'report.html'}")
+
+
+@app.command("promote")
+def promote_cmd(
+    ctx: typer.Context,
+    report: Annotated[Optional[Path], typer.Option(help="The candidate's report.json.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="The candidate model's URI (folder, s3://..., pvc://...).")] = None,
+    registry: Annotated[Optional[str], typer.Option(help="Registry URI (default: config promotion.registry_uri).")] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Move the champion back to the previous version.")] = False,
+) -> None:
+    """Gate a candidate against thresholds and the current champion; move the champion pointer.
+
+    Exit code 0 when promoted (or rolled back), 3 when the gate refuses the candidate.
+    """
+    from .promotion import Registry, promote, rollback as do_rollback
+
+    cfg = get_config(ctx)
+    reg = Registry(registry or cfg.promotion.registry_uri)
+    if rollback:
+        try:
+            result = do_rollback(reg)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+        stdout.print_json(json.dumps(result))
+        return
+    if report is None or model is None:
+        raise fail("--report and --model are required (or --rollback)")
+    if not report.is_file():
+        raise fail(f"report {report} does not exist")
+    try:
+        decision = promote(json.loads(report.read_text()), model, cfg.promotion, reg)
+    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise fail(f"cannot gate {report}: {exc}") from exc
+    stdout.print_json(json.dumps(decision.to_dict()))
+    stdout.print(("[bold green]PROMOTED[/] " if decision.promoted else "[bold yellow]NOT PROMOTED[/] ") + decision.reason)
+    if not decision.promoted:
+        raise typer.Exit(3)
 
 
 # ---------------------------------------------------------------------------------------- config

@@ -200,6 +200,31 @@ class GRPOSection(_Section):
     output_dir: str = "work/models/grpo"
 
 
+class EvalSection(_Section):
+    """Evaluation suites: zero-shot (data.zero_shot_datasets) and supervised."""
+
+    backend: Literal["auto", "transformers", "vllm"] = Field("auto", description="auto = vLLM when importable with a GPU.")
+    batch_size: int = Field(256, ge=1, description="Sequences per generate call (the reference uses 256 with vLLM).")
+    max_new_tokens: int = Field(4096, ge=1)
+    max_model_len: int = 8192
+    split: str = "test"
+    supervised_datasets: list[str] = Field(default_factory=lambda: ["conll2003"])
+    limit: int | None = Field(None, ge=1, description="Sentences per dataset (seeded sample); None = all.")
+    seed: int = 42
+    out_dir: str = "work/eval"
+
+
+class PromotionSection(_Section):
+    """The promotion gate and the model registry."""
+
+    registry_uri: str = Field("work/registry", description="fsspec URI: a local folder, or s3://bucket/prefix in clusters.")
+    gate_suite: Literal["zero-shot", "supervised"] = "zero-shot"
+    gate_metric: Literal["paper_f1", "strict_f1"] = "paper_f1"
+    min_gate_value: float = Field(0.0, ge=0, le=1, description="Absolute floor for the gate metric.")
+    min_parse_rate: float = Field(0.0, ge=0, le=1, description="Floor for the suite's mean parse rate.")
+    tolerance: float = Field(0.0, ge=0, description="Promote when candidate >= champion - tolerance.")
+
+
 class Config(_Section):
     profile: str = "tiny-cpu"
     seed: int = 42
@@ -209,6 +234,8 @@ class Config(_Section):
     cot: CoTConfig = Field(default_factory=CoTConfig)
     sft: SFTSection = Field(default_factory=SFTSection)
     grpo: GRPOSection = Field(default_factory=GRPOSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    promotion: PromotionSection = Field(default_factory=PromotionSection)
 
     @model_validator(mode="after")
     def _no_zero_shot_rl(self) -> Config:
@@ -230,6 +257,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "prompt": {"style": "compact", "answer_indent": None},
         "model": {"base_model": "tiny"},
         "cot": {"chain_style": "compact", "max_records_per_dataset": 2000},
+        # 50 sentences per dataset keeps the whole evaluation within the local run's budget; the
+        # tiny model learns CoNLL-style entities, not zero-shot ones, so it is gated on CoNLL.
+        "eval": {"batch_size": 32, "max_new_tokens": 96, "limit": 50},
+        "promotion": {"gate_suite": "supervised", "min_parse_rate": 0.5},
         "sft": {
             "learning_rate": 2e-3, "warmup_ratio": 0.03, "weight_decay": 0.1, "num_train_epochs": 1.0,
             "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_length": 192,

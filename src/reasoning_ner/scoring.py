@@ -20,7 +20,7 @@ from typing import Any
 from .grounding import ground
 from .metrics import SentenceScore, macro_average, score
 from .parsing import parse_answer
-from .records import Entity, RecordError, read_jsonl, read_records
+from .records import Entity, NERRecord, RecordError, read_jsonl, read_records
 
 
 def prediction_to_sentence(pred: dict[str, Any], gold_text: str, schema: list[str]) -> tuple[SentenceScore, dict[str, Any]]:
@@ -57,11 +57,16 @@ def score_files(gold_path: str | Path, pred_path: str | Path, drop_invalid: bool
         if pid in preds:
             raise RecordError(f"{pred_path}: prediction id {pid!r} appears twice")
         preds[pid] = obj
+    return {"gold": str(gold_path), "predictions": str(pred_path), **score_predictions(list(gold.values()), preds, drop_invalid)}
 
+
+def score_predictions(gold: list[NERRecord], preds: dict[str, dict[str, Any]], drop_invalid: bool = True) -> dict[str, Any]:
+    """Per-dataset metrics (both), parse and ungrounded rates, and the macro averages."""
     by_dataset: dict[str, list[SentenceScore]] = defaultdict(list)
     diag: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     formats: dict[str, set[str]] = defaultdict(set)
-    for rid, rec in gold.items():
+    for rec in gold:
+        rid = rec.id
         d = diag[rec.dataset]
         formats[rec.dataset].add(rec.source_format)
         if rid in preds:
@@ -88,8 +93,6 @@ def score_files(gold_path: str | Path, pred_path: str | Path, drop_invalid: bool
             "ungrounded_rate": d["ungrounded"] / d["predicted"] if d["predicted"] else 0.0,
         }
     return {
-        "gold": str(gold_path),
-        "predictions": str(pred_path),
         "datasets": datasets,
         "macro": {
             "paper_f1": macro_average({n: r["paper"]["f1"] for n, r in datasets.items()}),

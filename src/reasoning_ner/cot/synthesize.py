@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ..config import CoTConfig
 from ..prompt import render_answer
-from ..records import NERRecord, RecordError, read_records, write_json
+from ..records import NERRecord, RecordError, read_jsonl, read_records, write_json
 from .client import ChatClient, ChatResult, EndpointError
 from .offline import OFFLINE_TEACHER_NAME, offline_chain
 from .prompts import judge_prompt, parse_judge_score, teacher_prompt
@@ -121,8 +121,28 @@ class ResultStore:
             fh.close()
 
 
-def load_inputs(files: Iterable[Path], zero_shot: Iterable[str], max_per_dataset: int | None = None) -> list[NERRecord]:
-    """Training records from canonical JSONL; zero-shot datasets and duplicate ids are refused."""
+def eval_sentences(eval_files: Iterable[Path]) -> set[str]:
+    """Normalized sentences of evaluation splits (the leakage key the validation gate uses)."""
+    from ..validation import normalize_sentence
+
+    return {normalize_sentence(r["text"]) for f in eval_files for r in read_jsonl(f)}
+
+
+def load_inputs(
+    files: Iterable[Path],
+    zero_shot: Iterable[str],
+    max_per_dataset: int | None = None,
+    exclude_sentences: set[str] | None = None,
+    dropped: Counter[str] | None = None,
+) -> list[NERRecord]:
+    """Training records from canonical JSONL; zero-shot datasets and duplicate ids are refused.
+
+    Records whose sentence also occurs in an evaluation split (``exclude_sentences``) are dropped
+    before the cap and counted in ``dropped`` per dataset: CoNLL-2003 train repeats hundreds of
+    its dev/test lines ("REUTER", scores, datelines), which would otherwise leak.
+    """
+    from ..validation import normalize_sentence
+
     zero_shot = set(zero_shot)
     records: list[NERRecord] = []
     seen: set[str] = set()
@@ -139,6 +159,10 @@ def load_inputs(files: Iterable[Path], zero_shot: Iterable[str], max_per_dataset
             if record.id in seen:
                 raise RecordError(f"{path}: duplicate record id {record.id!r}")
             seen.add(record.id)
+            if exclude_sentences and normalize_sentence(record.text) in exclude_sentences:
+                if dropped is not None:
+                    dropped[record.dataset] += 1
+                continue
             if max_per_dataset is not None and per_dataset[record.dataset] >= max_per_dataset:
                 continue
             per_dataset[record.dataset] += 1
@@ -325,16 +349,22 @@ def synthesize(
     cfg: CoTConfig,
     zero_shot: Iterable[str],
     progress: bool = True,
+    eval_files: Iterable[Path] = (),
 ) -> dict[str, Any]:
-    """Run (or resume) a synthesis; returns and writes ``stats.json``."""
+    """Run (or resume) a synthesis; returns and writes ``stats.json``.
+
+    ``eval_files``: evaluation splits whose sentences must not enter training data.
+    """
     if cfg.teacher == "openai" and not cfg.teacher_url:
         raise ValueError("cot.teacher is 'openai' but no teacher URL is set (--teacher-url or cot.teacher_url)")
-    records = load_inputs(input_files, zero_shot, cfg.max_records_per_dataset)
+    dropped: Counter[str] = Counter()
+    records = load_inputs(input_files, zero_shot, cfg.max_records_per_dataset, eval_sentences(eval_files), dropped)
     run_stats = asyncio.run(_run(records, out_dir, cfg, progress))
     stats = {
         **summarize_outputs(out_dir),
         "inputs": [str(p) for p in input_files],
         "input_records": len(records),
+        "dropped_eval_overlap": dict(dropped),
         "teacher": cfg.teacher if cfg.teacher == "offline" else f"openai:{cfg.teacher_model}@{cfg.teacher_url}",
         "chain_style": cfg.chain_style if cfg.teacher == "offline" else None,
         "mode": cfg.mode,

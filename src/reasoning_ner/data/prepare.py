@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -87,7 +86,6 @@ def prepare(
     names = resolve_names(dataset)
     if source_format == "instructuie":
         names = [n for n in names if get_spec(n).instructuie_dir is not None] if dataset == "all" else names
-    started = time.perf_counter()
     summary: dict[str, Any] = {}
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -107,7 +105,6 @@ def prepare(
     write_json(out_dir / "prepare_summary.json", {
         "source_dir": str(source_dir),
         "source_format": source_format,
-        "seconds": round(time.perf_counter() - started, 2),
         "datasets": {n: {s: v["sentences"] for s, v in st["splits"].items()} for n, st in summary.items()},
     })
     return summary
