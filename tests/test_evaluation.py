@@ -1,0 +1,243 @@
+"""Inference backends, evaluation suites and report, promotion gate and registry."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reasoning_ner.cli import app
+from reasoning_ner.config import PromotionSection, load_config
+from reasoning_ner.evaluation import TABLE1, evaluate, sample_records
+from reasoning_ner.inference import Generation, TransformersEngine, VLLMEngine, make_engine, predict, vllm_available
+from reasoning_ner.modeling import init_tiny
+from reasoning_ner.promotion import Registry, promote, rollback
+from reasoning_ner.records import Entity, NERRecord, write_jsonl
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = load_config(overrides=["model.tiny.hidden_size=32", "model.tiny.intermediate_size=64",
+                                 "model.tiny.num_hidden_layers=1", "model.tiny.vocab_size=500"]).model.tiny
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    init_tiny(out, cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_dir), batch_size=4)
+
+
+# ------------------------------------------------------------------------------------- backends
+
+
+def test_batched_generation_equals_one_by_one(engine: TransformersEngine) -> None:
+    prompts = ["<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n",
+               "<|im_start|>user\nExtract entities of types [\"person\"] as JSON.\nSentence: Ada met Bob in a long sentence .<|im_end|>\n<|im_start|>assistant\n",
+               "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n"] * 2
+    batched = engine.generate(prompts, 12)
+    single = [engine.generate([p], 12)[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.completion_tokens <= 12 and g.prompt_tokens > 0 for g in batched)
+    assert {g.finish_reason for g in batched} <= {"stop", "length"}
+
+
+def _install_vllm_stand_in(monkeypatch: pytest.MonkeyPatch, delegate: TransformersEngine, calls: dict) -> None:
+    """A stand-in `vllm` module with vLLM's real call signatures, generating with transformers."""
+
+    class SamplingParams:
+        def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, stop=None, **kw):
+            self.temperature, self.max_tokens, self.stop = temperature, max_tokens, stop
+
+    class CompletionOutput:
+        def __init__(self, text, token_ids, finish_reason):
+            self.index, self.text, self.token_ids, self.finish_reason = 0, text, token_ids, finish_reason
+
+    class RequestOutput:
+        def __init__(self, prompt, prompt_token_ids, outputs):
+            self.prompt, self.prompt_token_ids, self.outputs = prompt, prompt_token_ids, outputs
+
+    class LLM:
+        def __init__(self, model, tokenizer=None, tensor_parallel_size=1, dtype="auto", max_model_len=None,
+                     gpu_memory_utilization=0.9, **kwargs):
+            calls["init"] = {"model": model, "max_model_len": max_model_len, "tensor_parallel_size": tensor_parallel_size}
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=True, lora_request=None):
+            calls["params"] = sampling_params
+            assert sampling_params.stop == ["<|im_end|>"] and sampling_params.temperature == 0.0
+            gens = delegate.generate(prompts, sampling_params.max_tokens)
+            return [RequestOutput(p, list(range(g.prompt_tokens)),
+                                  [CompletionOutput(g.text, list(range(g.completion_tokens)), g.finish_reason)])
+                    for p, g in zip(prompts, gens)]
+
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+
+
+def test_vllm_backend_against_a_stand_in_with_vllms_signatures(monkeypatch, engine: TransformersEngine, tiny_dir: Path) -> None:
+    calls: dict = {}
+    _install_vllm_stand_in(monkeypatch, engine, calls)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert vllm_available()
+    chosen = make_engine(str(tiny_dir), "auto", max_model_len=2048)
+    assert isinstance(chosen, VLLMEngine) and calls["init"]["max_model_len"] == 2048
+    prompts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\nAda<|im_end|>\n<|im_start|>assistant\n"]
+    via_vllm = chosen.generate(prompts, 10)
+    assert [g.text for g in via_vllm] == [g.text for g in engine.generate(prompts, 10)]
+    assert calls["params"].max_tokens == 10
+
+
+def test_auto_backend_is_transformers_without_a_gpu(tiny_dir: Path) -> None:
+    assert isinstance(make_engine(str(tiny_dir), "auto", batch_size=2), TransformersEngine) or vllm_available()
+    with pytest.raises(ValueError, match="unknown inference backend"):
+        make_engine(str(tiny_dir), "tgi")
+
+
+@pytest.mark.skipif(not vllm_available(), reason="needs vLLM and a GPU")
+def test_real_vllm_matches_transformers(tiny_dir: Path, engine: TransformersEngine) -> None:  # pragma: no cover
+    real = VLLMEngine(str(tiny_dir), max_model_len=512, gpu_memory_utilization=0.3)
+    prompts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"]
+    assert real.generate(prompts, 8)[0].text == engine.generate(prompts, 8)[0].text
+
+
+# ------------------------------------------------------------------------------ suites and report
+
+
+class ScriptedEngine:
+    """Stands in for a model: replies per sentence from a hand-built table."""
+
+    name = "scripted"
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+
+    def generate(self, prompts, max_new_tokens):
+        out = []
+        for p in prompts:
+            sentence = p.split("Sentence: ", 1)[1].split("<|im_end|>")[0]
+            out.append(Generation(self.replies.get(sentence, "garbage"), 10, 5, 0.01))
+        return out
+
+
+def _prepared(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    write_jsonl(data / "conll2003" / "test.jsonl", [
+        NERRecord("c1", "Ada met Bob in Paris .", [Entity(0, 3, "person", "Ada"), Entity(8, 11, "person", "Bob"),
+                  Entity(15, 20, "location", "Paris")], ["location", "organization", "person"], "conll2003", "test"),
+        NERRecord("c2", "ACME rose .", [Entity(0, 4, "organization", "ACME")], ["location", "organization", "person"], "conll2003", "test"),
+    ])
+    write_jsonl(data / "mit_movie" / "test.jsonl", [
+        NERRecord("m1", "films by nolan", [Entity(9, 14, "director", "nolan")], ["actor", "director"], "mit_movie", "test"),
+    ])
+    return data
+
+
+def test_suite_metrics_on_hand_built_predictions_and_report_files(tmp_path: Path) -> None:
+    cfg = load_config(overrides=["data.zero_shot_datasets=[mit_movie]", "eval.supervised_datasets=[conll2003]"])
+    engine = ScriptedEngine({
+        "Ada met Bob in Paris .": '<think>person: Ada, Bob.</think>{"entities": {"person": ["Ada", "Bob", "Carl"], "location": ["Paris"]}}',
+        "ACME rose .": "not json",
+        "films by nolan": '{"entities": {"director": ["nolan"]}}',
+    })
+    out = tmp_path / "eval"
+    report = evaluate(engine, cfg, ["zero-shot", "supervised"], _prepared(tmp_path), out, "scripted-model", {"data": "v1"})
+    conll = report["suites"]["supervised"]["datasets"]["conll2003"]
+    # pred {ada, bob, carl, paris}, gold {ada, bob, paris, acme}: tp 3, pred 4, gold 4
+    assert (conll["paper"]["tp"], conll["paper"]["pred"], conll["paper"]["gold"]) == (3, 4, 4)
+    assert conll["paper"]["f1"] == pytest.approx(0.75)
+    assert conll["strict"]["tp"] == 3 and conll["strict"]["pred"] == 3  # Carl is ungrounded
+    assert conll["parse_rate"] == 0.5 and conll["ungrounded_rate"] == pytest.approx(0.25)
+    assert conll["paper"]["per_label"]["organization"]["recall"] == 0.0
+    assert report["suites"]["zero-shot"]["macro"]["paper_f1"] == 1.0
+    for name in ("report.json", "report.md", "report.html", "f1-zero-shot.png", "f1-supervised.png",
+                 "labels-conll2003.png", "predictions-supervised.jsonl"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "f1-supervised.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "scripted-model" in html
+    md = (out / "report.md").read_text()
+    assert "paper_f1: per dataset" in md and '"data": "v1"' in md
+    assert f"{TABLE1['ReasoningNER-8B']['mit_movie']:.1f}" in md
+    rows = [json.loads(line) for line in (out / "predictions-supervised.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows} == {"c1", "c2"} and rows[0]["entities"][0]["text"] == "Ada"
+
+
+def test_sampling_is_deterministic() -> None:
+    recs = [NERRecord(str(i), "t", [], [], "d", "s") for i in range(100)]
+    a, b = sample_records(recs, 10, 7), sample_records(recs, 10, 7)
+    assert [r.id for r in a] == [r.id for r in b] and len(a) == 10
+    assert [r.id for r in sample_records(recs, 10, 8)] != [r.id for r in a]
+    assert sample_records(recs, None, 1) == recs
+
+
+def test_predict_rows_carry_everything(engine: TransformersEngine) -> None:
+    rec = NERRecord("r", "Ada met Bob .", [], ["person"], "conll2003", "test")
+    (row,) = predict(engine, [rec], load_config().prompt, 6)
+    assert set(row) >= {"id", "output", "answer", "entities", "ungrounded", "parse_error", "prompt_tokens",
+                        "completion_tokens", "latency_s"}
+
+
+def test_eval_cli_on_the_tiny_model(tmp_path: Path, tiny_dir: Path, prepared_dir: Path) -> None:
+    out = tmp_path / "eval"
+    res = runner.invoke(app, ["--set", "eval.max_new_tokens=4", "eval", "run", "--model", str(tiny_dir), "--suite", "zero-shot",
+                              "--limit", "3", "--data-dir", str(prepared_dir), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["suites"]["zero-shot"]["datasets"]) == set(load_config().data.zero_shot_datasets)
+    assert all(ds["sentences"] == 3 for ds in report["suites"]["zero-shot"]["datasets"].values())
+    res = runner.invoke(app, ["eval", "run", "--model", str(tmp_path / "nope"), "--limit", "1", "--data-dir", str(prepared_dir)])
+    assert res.exit_code == 2 and "nope" in res.output
+
+
+# ----------------------------------------------------------------------------------- promotion
+
+
+def _report(f1: float, parse: float = 1.0, suite: str = "zero-shot") -> dict:
+    return {"model": "m", "lineage": {"rev": "abc"},
+            "suites": {suite: {"macro": {"paper_f1": f1, "strict_f1": f1 / 2}, "mean_parse_rate": parse}}}
+
+
+def test_gate_promotes_refuses_and_rolls_back(tmp_path: Path) -> None:
+    reg = Registry(str(tmp_path / "registry"))
+    cfg = PromotionSection(min_gate_value=0.1, min_parse_rate=0.5)
+    first = promote(_report(0.40), "s3://models/a", cfg, reg, version="v1")
+    assert first.promoted and "no champion yet" in first.reason
+    assert reg.champion()["model_uri"] == "s3://models/a"
+    worse = promote(_report(0.35), "s3://models/b", cfg, reg, version="v2")
+    assert not worse.promoted and worse.champion_value == 0.40 and reg.champion()["version"] == "v1"
+    assert reg.version("v2")["decision"]["promoted"] is False  # refusals are recorded too
+    equal = promote(_report(0.40), "s3://models/c", cfg, reg, version="v3")
+    assert equal.promoted and reg.champion()["history"] == ["v1"]
+    assert not promote(_report(0.05), "x", cfg, reg, version="v4").promoted  # below the floor
+    assert "parse rate" in promote(_report(0.9, parse=0.2), "x", cfg, reg, version="v5").reason
+    back = rollback(reg)
+    assert back == {"rolled_back_from": "v3", "champion": "v1", "model_uri": "s3://models/a"}
+    with pytest.raises(ValueError, match="no earlier champion"):
+        rollback(reg)
+    with pytest.raises(ValueError, match="no 'zero-shot' suite"):
+        promote(_report(0.5, suite="supervised"), "x", cfg, reg)
+
+
+def test_promote_cli_exit_codes(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(_report(0.3, suite="supervised")))
+    base = ["--set", f"promotion.registry_uri={tmp_path / 'reg'}", "promote"]
+    res = runner.invoke(app, [*base, "--report", str(report), "--model", "m1"])
+    assert res.exit_code == 0 and "PROMOTED" in res.output
+    report.write_text(json.dumps(_report(0.1, suite="supervised")))
+    res = runner.invoke(app, [*base, "--report", str(report), "--model", "m2"])
+    assert res.exit_code == 3 and "NOT PROMOTED" in res.output
+    res = runner.invoke(app, [*base, "--rollback"])
+    assert res.exit_code == 2 and "no earlier champion" in res.output
+    res = runner.invoke(app, [*base, "--report", str(tmp_path / "missing.json"), "--model", "m"])
+    assert res.exit_code == 2
