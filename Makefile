@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM = false
 .PHONY: venv run test repro clean help
 
 help:
-	@echo "make run    prepare the datasets, build the tiny local model, print a summary"
+	@echo "make run    the whole pipeline locally (data stages with DVC, then kfp.local: synthesize, validate, SFT, GRPO, evaluate, promote)"
 	@echo "make test   run the whole test suite"
 	@echo "vars: DATA=$(DATA) WORK=$(WORK) PROFILE=$(PROFILE)"
 
@@ -34,10 +34,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: the DVC data stages (their outputs fill the DVC cache that the pipeline's first
+# step fetches from), then the whole Kubeflow pipeline locally through kfp.local.
 run: $(STAMP)
-	$(BIN)/rner --profile $(PROFILE) data prepare --dataset all --source $(DATA) --out $(WORK)/data
-	$(BIN)/rner --profile $(PROFILE) model init-tiny --out $(WORK)/models/tiny-base --data-dir $(WORK)/data
-	$(BIN)/rner summary --work $(WORK)
+	RNER_DATA_DIR=$(DATA) $(MAKE) --no-print-directory repro
+	$(BIN)/rner --profile $(PROFILE) pipeline run-local --work $(WORK)
 
 test: $(STAMP)
 	RNER_DATA_DIR=$(DATA) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -19,11 +19,15 @@ model_app = typer.Typer(help="Build and inspect models.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate predictions and models.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
 cot_app = typer.Typer(help="Stage 1: synthesize reasoning chains with a teacher LLM.", no_args_is_help=True)
+k8s_app = typer.Typer(help="Kubernetes objects for serving: the kustomize tree and rendered objects.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile, run locally, submit.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
 app.add_typer(cot_app, name="cot")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(k8s_app, name="k8s")
 
 err_console = Console(stderr=True)
 stdout = Console()
@@ -377,6 +381,144 @@ def promote_cmd(
     stdout.print(("[bold green]PROMOTED[/] " if decision.promoted else "[bold yellow]NOT PROMOTED[/] ") + decision.reason)
     if not decision.promoted:
         raise typer.Exit(3)
+
+
+# -------------------------------------------------------------------------------------- pipeline
+# The pipeline lives in the top-level `pipelines/` and `components/` packages (the KFP adapters);
+# the library itself never imports kfp, so these commands import them lazily.
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out: Annotated[Optional[Path], typer.Option(help="Output YAML (default: pipelines/reasoning_ner_pipeline.yaml).")] = None,
+) -> None:
+    """Compile the cluster pipeline to YAML (the committed file, next to its source)."""
+    from pipelines.reasoning_ner_pipeline import COMPILED, compile_pipeline
+
+    path = compile_pipeline(out or COMPILED)
+    stdout.print(f"compiled {path}")
+
+
+@pipeline_app.command("run-local")
+def pipeline_run_local(
+    ctx: typer.Context,
+    work: Annotated[Path, typer.Option(help="Work folder for the pipeline root, registry and summary.")] = Path("work"),
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline locally with kfp.local (profile tiny-cpu by default): the main job."""
+    import yaml
+
+    from pipelines.local import run_local
+
+    opts = ctx.find_root().obj or {}
+    params = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--param {item!r} is not NAME=VALUE")
+        params[name] = yaml.safe_load(value)
+    summary = run_local(work, profile=opts.get("profile") or "tiny-cpu", **params)
+    stdout.print_json(json.dumps(summary))
+    stdout.print(f"decision: [bold]{summary['decision']}[/]; evaluation report (HTML): {summary['report']}")
+    if summary["champion"]:
+        stdout.print(f"champion model: {summary['champion']['model_uri']}")
+        stdout.print(f"serve it: rner serve --model {summary['champion']['model_uri']}")
+
+
+# ------------------------------------------------------------------------------------------- k8s
+
+
+@k8s_app.command("manifests")
+def k8s_manifests(
+    out: Annotated[Path, typer.Option(help="Folder of the kustomize tree.")] = Path("manifests"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 when the folder is stale.")] = False,
+) -> None:
+    """Generate the kustomize tree (base + overlays knative, standard-keda, standard-external-keda, cpu-smoke)."""
+    from .k8s.manifests import generate_manifests, stale_manifests
+
+    if check:
+        stale = stale_manifests(out)
+        if stale:
+            raise fail(f"{out} is stale: {', '.join(stale)}; run `rner k8s manifests --out {out}`", 1)
+        stdout.print(f"{out} is up to date")
+        return
+    paths = generate_manifests(out)
+    stdout.print(f"wrote {len(paths)} files under {out}")
+
+
+@k8s_app.command("render")
+def k8s_render(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option(help="storageUri (default: deploy.serving.storage.storage_uri).")] = None,
+) -> None:
+    """Print the objects for the configured deploy.serving settings as YAML (pipe to kubectl apply -f -)."""
+    import yaml
+
+    from .k8s.inference_service import build_objects
+
+    cfg = get_config(ctx)
+    try:
+        objs = build_objects(cfg.deploy.serving, model)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
+
+
+@app.command("deploy")
+def deploy_cmd(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option(help="s3://... or pvc://... (default: the registry champion).")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="Default: deploy.serving.namespace.")] = None,
+    canary: Annotated[Optional[int], typer.Option(
+        help="Canary share 1-99 (Knative mode only); 0 = direct. Default: deploy.canary_percent in Knative mode, 0 in Standard.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for readiness (and promote the canary).")] = True,
+    probe: Annotated[Optional[bool], typer.Option("--probe/--no-probe", help="HTTP-probe the canary before promotion.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print and validate the patch against the CRD; contact no cluster.")] = False,
+    crd_dir: Annotated[Optional[Path], typer.Option(help="CRD folder for --dry-run (default: $RNER_CRD_DIR or ../shared/k8s/crds).")] = None,
+) -> None:
+    """Roll the promoted model out to the KServe InferenceService (canary first in Knative mode).
+
+    Exit code 0 on success, 1 when the rollout failed or was refused (a failed canary is rolled back).
+    """
+    # The rollout talks to the cluster with the Kubernetes client: it lives with the KFP adapters.
+    from components.deploy_model.rollout import DeployError, build_deploy_patch, deploy, validate_deploy_patch
+
+    cfg = get_config(ctx)
+    dep = cfg.deploy
+    serving = dep.serving if namespace is None else dep.serving.with_updates(namespace=namespace)
+    version = None
+    if model is None:
+        from .promotion import Registry
+
+        champion = Registry(cfg.promotion.registry_uri).champion()
+        if champion is None:
+            raise fail(f"no champion in the registry {cfg.promotion.registry_uri}; run `rner promote` or pass --model")
+        model, version = champion["model_uri"], champion["version"]
+    if canary is None:
+        canary = dep.canary_percent if serving.mode == "knative" else 0
+    try:
+        if dry_run:
+            from .k8s.schema import ManifestValidationError
+
+            patch = build_deploy_patch(model, serving, canary, model_version=version)
+            try:
+                validate_deploy_patch(patch, serving, crd_dir=crd_dir)
+            except (ManifestValidationError, FileNotFoundError) as exc:
+                raise fail(str(exc), 1) from exc
+            stdout.print_json(json.dumps(patch))
+            return
+        result = deploy(model, serving, serving.namespace, canary, wait=wait, timeout_s=dep.timeout_s,
+                        poll_interval_s=dep.poll_interval_s, probe=dep.probe if probe is None else probe,
+                        rollback_on_failure=dep.rollback_on_failure, model_version=version)
+    except DeployError as exc:
+        if exc.result is not None:
+            stdout.print_json(json.dumps(exc.result.to_dict()))
+        raise fail(str(exc), 1) from exc
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    stdout.print_json(json.dumps(result.to_dict()))
 
 
 # ---------------------------------------------------------------------------------------- config

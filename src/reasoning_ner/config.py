@@ -16,6 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .k8s.inference_service import ServingSettings
+from .k8s.manifests import CPU_SMOKE_VALUES
+
 #: The zero-shot evaluation datasets. Named once here; no stage may train on them.
 ZERO_SHOT_DATASETS: tuple[str, ...] = (
     "crossner_ai",
@@ -225,6 +228,17 @@ class PromotionSection(_Section):
     tolerance: float = Field(0.0, ge=0, description="Promote when candidate >= champion - tolerance.")
 
 
+class DeploySection(_Section):
+    """Serving objects (fields = Helm chart values) and the rollout of a promoted model."""
+
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    canary_percent: int = Field(10, ge=0, le=99, description="Knative: canary share before promotion; 0 = direct. Standard mode is always direct.")
+    timeout_s: float = Field(1800.0, gt=0)
+    poll_interval_s: float = Field(10.0, gt=0)
+    probe: bool = Field(False, description="GET /v2/health/ready on the canary's tagged URL before promotion.")
+    rollback_on_failure: bool = True
+
+
 class Config(_Section):
     profile: str = "tiny-cpu"
     seed: int = 42
@@ -236,6 +250,7 @@ class Config(_Section):
     grpo: GRPOSection = Field(default_factory=GRPOSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     promotion: PromotionSection = Field(default_factory=PromotionSection)
+    deploy: DeploySection = Field(default_factory=DeploySection)
 
     @model_validator(mode="after")
     def _no_zero_shot_rl(self) -> Config:
@@ -261,6 +276,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # tiny model learns CoNLL-style entities, not zero-shot ones, so it is gated on CoNLL.
         "eval": {"batch_size": 32, "max_new_tokens": 96, "limit": 50},
         "promotion": {"gate_suite": "supervised", "min_parse_rate": 0.5},
+        "deploy": {"serving": CPU_SMOKE_VALUES},
         "sft": {
             "learning_rate": 2e-3, "warmup_ratio": 0.03, "weight_decay": 0.1, "num_train_epochs": 1.0,
             "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_length": 192,

@@ -1,0 +1,40 @@
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model
+
+from reasoning_ner.images import image
+
+
+@dsl.component(base_image=image("cpu"), install_kfp_package=False)
+def promote_model(model: Input[Model], report_json: Input[Artifact], profile: str, registry_uri: str,
+                  min_gate_value: float) -> NamedTuple("Outputs", [("decision", str), ("model_uri", str), ("reason", str)]):
+    """Promotion gate: promote only when the candidate is at least as good as the champion.
+
+    Compares the candidate's report with the configured floors and with the current champion's
+    record in the registry (an S3/MinIO prefix in the cluster, so the champion survives across
+    runs); writes a registry record either way and moves the champion pointer on promotion.
+    S3 credentials come from AWS_* environment variables (a Secret).
+
+    Args:
+        model: The candidate model.
+        report_json: The candidate's evaluation report (report.json).
+        profile: Configuration profile (gate suite, metric and floors).
+        registry_uri: Registry location (s3://bucket/prefix or a folder); empty = the profile's.
+        min_gate_value: Absolute floor for the gate metric; negative = the profile's.
+
+    Returns:
+        decision ('promoted' or 'refused'), the model URI, and the reason.
+    """
+    import json
+    from collections import namedtuple
+    from pathlib import Path
+
+    from reasoning_ner.config import load_config
+    from reasoning_ner.promotion import Registry, promote
+
+    cfg = load_config(profile=profile, overrides=[f"promotion.min_gate_value={min_gate_value}"] if min_gate_value >= 0 else [])
+    report = json.loads(Path(report_json.path).read_text())
+    decision = promote(report, model.uri, cfg.promotion, Registry(registry_uri or cfg.promotion.registry_uri))
+    outputs = namedtuple("Outputs", ["decision", "model_uri", "reason"])
+    return outputs("promoted" if decision.promoted else "refused", model.uri, decision.reason)

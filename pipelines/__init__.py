@@ -1,0 +1,1 @@
+"""Kubeflow pipeline definitions (compiled YAML committed next to the source)."""

@@ -1,0 +1,40 @@
+"""Kubernetes objects for serving: one typed settings object, one builder, the kustomize tree, the deploy step.
+
+* :mod:`.inference_service`: :class:`ServingSettings` (chart values 1:1) and the builders of the
+  InferenceService, ServiceAccount, NetworkPolicy and KEDA ScaledObjects (plain dicts);
+* :mod:`.manifests`: :func:`generate_manifests` writes ``manifests/`` (kustomize base + overlays);
+* :mod:`.schema`: offline validation against the CRDs' OpenAPI schemas and core Kubernetes schemas;
+* :mod:`.deploy`: :func:`deploy` rolls a promoted model out with the Kubernetes client (imported there
+  only, so importing this package pulls in neither the client nor jsonschema).
+"""
+
+from .inference_service import (
+    ServingSettings,
+    ServingSettingsError,
+    build_inference_service,
+    build_network_policy,
+    build_objects,
+    build_s3_secret_placeholder,
+    build_scaled_objects,
+    build_service_account,
+    check_single_autoscaler,
+    validate_storage_uri,
+)
+from .manifests import OVERLAYS, generate_manifests, overlay_settings, stale_manifests
+
+__all__ = [
+    "OVERLAYS",
+    "ServingSettings",
+    "ServingSettingsError",
+    "build_inference_service",
+    "build_network_policy",
+    "build_objects",
+    "build_s3_secret_placeholder",
+    "build_scaled_objects",
+    "build_service_account",
+    "check_single_autoscaler",
+    "generate_manifests",
+    "overlay_settings",
+    "stale_manifests",
+    "validate_storage_uri",
+]

@@ -1,0 +1,119 @@
+"""The Kubeflow pipeline: compiled YAML freshness, GPU node-pool settings, secrets, PVC, variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+
+from pipelines.reasoning_ner_pipeline import COMPILED, SECRETS, build_pipeline
+from reasoning_ner.config import load_config
+from reasoning_ner.images import image
+
+GPU_STEPS = ("train-sft", "train-grpo", "evaluate-model")
+
+
+def _compile(tmp_path: Path, **kw) -> list[dict]:
+    out = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build_pipeline(**kw), str(out))
+    return list(yaml.safe_load_all(out.read_text()))
+
+
+@pytest.fixture(scope="module")
+def cluster_docs(tmp_path_factory) -> list[dict]:
+    return _compile(tmp_path_factory.mktemp("c"), cluster=True)
+
+
+def test_committed_yaml_is_fresh(tmp_path: Path) -> None:
+    # Compared as YAML: kfp's header comment prints struct defaults in a hash-dependent key order.
+    fresh = tmp_path / "fresh.yaml"
+    compiler.Compiler().compile(build_pipeline(cluster=True), str(fresh))
+    committed = list(yaml.safe_load_all(COMPILED.read_text()))
+    assert list(yaml.safe_load_all(fresh.read_text())) == committed, (
+        "pipelines/reasoning_ner_pipeline.yaml is stale: run `rner pipeline compile`")
+
+
+def test_gpu_steps_carry_accelerators_node_selector_and_tolerations(cluster_docs: list[dict]) -> None:
+    spec, platform = cluster_docs
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in GPU_STEPS:
+        resources = executors[f"exec-{step}"]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+        assert resources["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_step']}}"
+        assert resources["cpuLimit"] > 0 and resources["memoryLimit"] > 0
+        ex = k8s[f"exec-{step}"]
+        assert ex["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+        assert ex["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+        assert executors[f"exec-{step}"]["container"]["image"] == image("train-gpu")
+    for step in ("fetch-data", "synthesize-cot", "validate-data", "promote-model", "deploy-model"):
+        assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
+        assert executors[f"exec-{step}"]["container"]["image"] == image("cpu")
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gpu_node_selector"]["parameterType"] == "STRUCT"
+    assert params["gpu_tolerations"]["parameterType"] == "LIST"
+
+
+def test_secrets_as_env_and_workspace_pvc(cluster_docs: list[dict]) -> None:
+    _, platform = cluster_docs
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    def secret_names(step: str) -> set[str]:
+        return {s["secretName"] for s in k8s[f"exec-{step}"].get("secretAsEnv", [])}
+
+    assert secret_names("fetch-data") == {SECRETS["git"][0], SECRETS["s3"][0]}
+    assert secret_names("synthesize-cot") == {SECRETS["teacher"][0]}
+    assert secret_names("train-sft") == {SECRETS["hf"][0]}
+    assert SECRETS["s3"][0] in secret_names("promote-model")
+    assert all(s.get("optional") for s in k8s["exec-fetch-data"]["secretAsEnv"])
+    for step in ("train-sft", "train-grpo"):
+        (mount,) = k8s[f"exec-{step}"]["pvcMount"]
+        assert mount["mountPath"] == "/workspace"
+
+
+def test_no_secret_is_a_parameter(cluster_docs: list[dict]) -> None:
+    params = cluster_docs[0]["root"]["inputDefinitions"]["parameters"]
+    assert not [p for p in params if any(w in p.lower() for w in ("token", "secret", "password", "api_key"))]
+
+
+def test_both_variants_use_the_same_component_specs(tmp_path: Path, cluster_docs: list[dict]) -> None:
+    local_spec = _compile(tmp_path, cluster=False, defaults_profile="tiny-cpu", repo_url=".")[0]
+    cluster_spec = cluster_docs[0]
+    local_exec = local_spec["deploymentSpec"]["executors"]
+    cluster_exec = cluster_spec["deploymentSpec"]["executors"]
+    shared = set(local_exec)
+    assert shared == {f"exec-{s}" for s in ("fetch-data", "synthesize-cot", "validate-data", "train-sft", "train-grpo",
+                                             "evaluate-model", "promote-model")}
+    for name in shared:
+        for key in ("image", "command", "args"):
+            assert local_exec[name]["container"][key] == cluster_exec[name]["container"][key], (name, key)
+        comp = name.replace("exec-", "comp-")
+        assert local_spec["components"][comp] == cluster_spec["components"][comp], comp
+    assert "exec-deploy-model" in cluster_exec and "exec-createpvc" in cluster_exec
+
+
+def test_caching_off_for_promote_and_deploy(cluster_docs: list[dict]) -> None:
+    tasks = cluster_docs[0]["root"]["dag"]["tasks"]
+    assert tasks["promote-model"]["cachingOptions"] == {}
+    deploy = cluster_docs[0]["components"]["comp-condition-1"]["dag"]["tasks"]["deploy-model"]
+    assert deploy["cachingOptions"] == {}
+    assert tasks["train-sft"]["cachingOptions"] == {"enableCache": True}
+    assert "promote-model" in json.dumps(tasks["condition-1"]["triggerPolicy"])
+
+
+def test_parameter_defaults_come_from_the_profile(cluster_docs: list[dict]) -> None:
+    cfg = load_config(profile="qwen3-8b")
+    params = cluster_docs[0]["root"]["inputDefinitions"]["parameters"]
+    assert params["base_model"]["defaultValue"] == cfg.model.base_model
+    assert params["grpo_group_size"]["defaultValue"] == cfg.grpo.num_generations
+    assert params["grpo_learning_rate"]["defaultValue"] == cfg.grpo.learning_rate
+    assert params["sft_learning_rate"]["defaultValue"] == cfg.sft.learning_rate
+    assert params["judge_threshold"]["defaultValue"] == cfg.cot.judge_threshold
+    # every component documents itself for the dashboard
+    for comp in cluster_docs[0]["components"].values():
+        if "executorLabel" in comp and "createpvc" not in comp["executorLabel"] and "deletepvc" not in comp["executorLabel"]:
+            assert comp.get("inputDefinitions"), comp["executorLabel"]
+    assert "CoT synthesis" in cluster_docs[0]["pipelineInfo"]["description"]
