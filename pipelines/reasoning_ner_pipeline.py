@@ -30,6 +30,8 @@ from reasoning_ner.config import load_config
 
 PIPELINE_NAME = "reasoning-ner"
 COMPILED = Path(__file__).with_name("reasoning_ner_pipeline.yaml")
+#: The Helm chart ships the same compiled pipeline (its registration Job uploads it).
+CHART_COPY = Path(__file__).resolve().parents[1] / "charts" / "reasoning-ner" / "files" / "pipeline.yaml"
 DEFAULT_REPO_URL = "https://github.com/reasoning-ner/reasoning-ner.git"
 WORKSPACE_MOUNT = "/workspace"
 
@@ -183,6 +185,8 @@ def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", rep
 
 
 def compile_pipeline(path: Path = COMPILED) -> Path:
-    """Compile the cluster variant (the one committed file)."""
+    """Compile the cluster variant (the one committed file) and refresh the chart's copy."""
     compiler.Compiler().compile(build_pipeline(cluster=True), str(path))
+    if path == COMPILED and CHART_COPY.parent.is_dir():
+        CHART_COPY.write_bytes(path.read_bytes())
     return path

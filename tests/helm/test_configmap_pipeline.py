@@ -1,0 +1,49 @@
+"""templates/configmap-pipeline.yaml: the compiled pipeline, read from the chart's files.
+
+The chart's copy (files/pipeline.yaml) must be byte-identical to the committed compiled pipeline
+(pipelines/reasoning_ner_pipeline.yaml, itself kept fresh by tests/test_pipeline.py). After
+`rner pipeline compile`, refresh it with `cp pipelines/reasoning_ner_pipeline.yaml charts/reasoning-ner/files/pipeline.yaml`.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from pipelines.reasoning_ner_pipeline import COMPILED, PIPELINE_NAME, SECRETS
+
+from .chart_tools import CHART, RELEASE, template_objects, validate
+
+TEMPLATE = "templates/configmap-pipeline.yaml"
+
+
+def test_chart_copy_equals_the_committed_compiled_pipeline() -> None:
+    assert (CHART / "files" / "pipeline.yaml").read_bytes() == COMPILED.read_bytes(), (
+        "charts/reasoning-ner/files/pipeline.yaml is stale: cp pipelines/reasoning_ner_pipeline.yaml "
+        "charts/reasoning-ner/files/pipeline.yaml")
+
+
+def test_configmap_holds_the_pipeline_verbatim() -> None:
+    (cm,) = template_objects(TEMPLATE)
+    assert cm["metadata"]["name"] == f"{RELEASE}-pipeline"
+    assert cm["data"]["pipeline.yaml"] == COMPILED.read_text().rstrip("\n")
+    docs = list(yaml.safe_load_all(cm["data"]["pipeline.yaml"]))
+    assert docs[0]["pipelineInfo"]["name"] == PIPELINE_NAME
+    assert len(cm["data"]["pipeline.yaml"].encode()) < 900_000  # ConfigMaps hold at most 1 MiB
+
+
+def test_the_pipeline_reads_the_secrets_the_chart_names() -> None:
+    text = COMPILED.read_text()
+    for secret, _ in SECRETS.values():
+        assert f"secretName: {secret}\n" in text
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["secrets"]
+    assert {k: v["name"] for k, v in values.items() if isinstance(v, dict)} == {k: v[0] for k, v in SECRETS.items()}
+
+
+def test_annotations_name_pipeline_and_version() -> None:
+    (cm,) = template_objects(TEMPLATE, {"pipeline": {"name": "rner", "versionName": "0.1.0-hotfix"}})
+    assert cm["metadata"]["annotations"] == {"reasoning-ner.io/pipeline-name": "rner",
+                                             "reasoning-ner.io/pipeline-version": "0.1.0-hotfix"}
+
+
+def test_valid() -> None:
+    assert validate(template_objects(TEMPLATE)) == []

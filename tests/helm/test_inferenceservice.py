@@ -1,0 +1,303 @@
+"""templates/inferenceservice.yaml: the chart renders exactly the builder's InferenceService.
+
+For the defaults, every example values file, every kustomize overlay's settings passed as
+``serving: ServingSettings(...).to_helm_values()`` and a set of variations, the rendered object
+equals ``build_inference_service(ServingSettings.from_helm_values(serving))``. So the chart, the
+builder, the kustomize tree and the deploy step cannot drift apart. Also: ``helm upgrade`` keeps
+the live model (``lookup`` against a stub API server), and the builder's refusals are the chart's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from reasoning_ner.k8s import OVERLAYS, overlay_settings
+from reasoning_ner.k8s.inference_service import ServingSettings, build_inference_service
+
+from .chart_tools import (
+    CHART,
+    EXAMPLES,
+    NAMESPACE,
+    RELEASE,
+    by_kind,
+    chart,
+    helm,
+    load_values,
+    one,
+    parse_docs,
+    render,
+    render_error,
+    settings_for,
+    validate,
+)
+
+TEMPLATE = "templates/inferenceservice.yaml"
+
+#: Variations over the defaults (merged by Helm): every branch of the template.
+VARIATIONS: dict[str, dict[str, Any]] = {
+    "knative-cpu": {"mode": "knative", "autoscaler": None},
+    "knative-scale-to-zero-canary": {"mode": "knative", "scaling": {"minReplicas": 0, "maxReplicas": 3},
+                                     "transformer": {"minReplicas": 0}, "knative": {"canaryTrafficPercent": 10,
+                                                                                    "tagRouting": False}},
+    "standard-keda-custom-query": {"autoscaler": "keda", "scaling": {"waitingRequestsQuery": "sum(x) or vector(0)",
+                                                                     "maxReplicas": 3}},
+    "gpu-tensor-parallel": {"predictor": {"backend": "vllm", "gpus": 2, "reasoningParser": "deepseek_r1",
+                                          "gpuMemoryUtilization": 1, "maxNumSeqs": 128, "dtype": "bfloat16",
+                                          "gpuResourceName": "amd.com/gpu",
+                                          "nodeSelector": {"pool": "gpu"},
+                                          "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}},
+    "env-and-args": {"predictor": {"env": {"HOME": "/cache/home", "ZZ_EXTRA": "1", "AA_EXTRA": "x"},
+                                   "extraArgs": ["--trust-remote-code", "--seed=7"]},
+                     "transformer": {"env": {"RNER_SERVE_MAX_NEW_TOKENS": "2048", "HOME": "/tmp/home"},
+                                     "extraArgs": ["--log-level=debug"]}},
+    "no-transformer-no-runtime": {"transformer": {"enabled": False}, "predictor": {"runtime": None},
+                                  "prometheusScraping": False},
+    "probe-delays-and-names": {"name": "ner-a", "labels": {"team": "nlp"},
+                               "predictor": {"startupProbe": {"initialDelaySeconds": 15},
+                                             "livenessProbe": {"initialDelaySeconds": 5}},
+                               "storage": {"storageUri": "pvc://models/tiny", "serviceAccountName": "sa-x"}},
+    "transformer-image-pinned": {"transformer": {"image": "registry.example/ner@sha256:" + "a" * 64}},
+}
+
+
+def rendered_isvc(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    return one(render(values), "InferenceService")
+
+
+def assert_same_as_builder(values: dict[str, Any] | None) -> None:
+    expected = build_inference_service(settings_for(values))
+    got = rendered_isvc(values)
+    assert got == expected, _diff(got, expected)
+
+
+def _diff(got: Any, expected: Any, path: str = "") -> str:
+    if isinstance(got, dict) and isinstance(expected, dict):
+        for key in sorted(set(got) | set(expected)):
+            if got.get(key, "<missing>") != expected.get(key, "<missing>"):
+                return _diff(got.get(key, "<missing>"), expected.get(key, "<missing>"), f"{path}.{key}")
+    return f"first difference at {path or '<root>'}:\n chart:   {got!r}\n builder: {expected!r}"
+
+
+# ------------------------------------------------------------------------------------ equality
+
+
+def test_defaults_render_the_builders_object() -> None:
+    assert_same_as_builder(None)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_renders_the_builders_object(example: Path) -> None:
+    assert_same_as_builder(load_values(example))
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_to_helm_values_of_every_overlay_renders_the_builders_object(overlay: str) -> None:
+    """`serving: ServingSettings(...).to_helm_values()` is a valid value and gives the same object."""
+    settings = overlay_settings(overlay)
+    got = rendered_isvc({"serving": settings.to_helm_values()})
+    assert got == build_inference_service(settings), _diff(got, build_inference_service(settings))
+
+
+@pytest.mark.parametrize("variation", sorted(VARIATIONS))
+def test_variations_render_the_builders_object(variation: str) -> None:
+    assert_same_as_builder({"serving": VARIATIONS[variation]})
+
+
+def test_the_equality_check_is_real() -> None:
+    """A planted difference between the values the chart renders and the settings is detected."""
+    values = {"serving": {"predictor": {"maxModelLen": 2048}}}
+    got = rendered_isvc(values)
+    other = build_inference_service(settings_for({"serving": {"predictor": {"maxModelLen": 4096}}}))
+    assert got != other
+    assert "--max_model_len=2048" in got["spec"]["predictor"]["model"]["args"]
+
+
+# ------------------------------------------------------------------------------------ content
+
+
+def test_modes_and_autoscalers() -> None:
+    knative = rendered_isvc({"serving": {"mode": "knative"}})
+    ann = knative["metadata"]["annotations"]
+    assert ann["serving.kserve.io/deploymentMode"] == "Knative"
+    assert "serving.kserve.io/autoscalerClass" not in ann
+    assert knative["spec"]["predictor"]["scaleMetric"] == "concurrency"
+    assert "deploymentStrategy" not in knative["spec"]["predictor"]
+    assert "securityContext" not in knative["spec"]["predictor"]  # Knative's webhook refuses it
+    keda = rendered_isvc({"serving": {"autoscaler": "keda", "scaling": {"maxReplicas": 4}}})
+    assert keda["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    metric = keda["spec"]["predictor"]["autoScaling"]["metrics"][0]
+    assert metric["type"] == "External" and metric["external"]["metric"]["backend"] == "prometheus"
+    assert metric["external"]["metric"]["query"] == (
+        'sum(vllm:num_requests_waiting{namespace="reasoning-ner",pod=~"reasoning-ner-predictor-.*"}) or vector(0)')
+    assert keda["spec"]["transformer"]["autoScaling"]["metrics"][0]["resource"]["name"] == "cpu"
+    external = rendered_isvc({"serving": {"autoscaler": "external", "scaling": {"maxReplicas": 4}}})
+    assert external["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
+    assert "autoScaling" not in external["spec"]["predictor"]
+
+
+def test_defaults_are_a_cpu_smoke_install() -> None:
+    isvc = rendered_isvc()
+    model = isvc["spec"]["predictor"]["model"]
+    assert "--backend=huggingface" in model["args"]
+    assert "nvidia.com/gpu" not in model["resources"]["limits"]
+    assert "tolerations" not in isvc["spec"]["predictor"]
+    assert isvc["spec"]["transformer"]["containers"][0]["image"] == "ghcr.io/reasoning-ner/reasoning-ner-serve:" + \
+        chart().metadata["appVersion"]
+
+
+def test_security_and_resources_on_every_container() -> None:
+    for values in (None, {"serving": {"mode": "knative"}}):
+        spec = rendered_isvc(values)["spec"]
+        containers = [spec["predictor"]["model"], *spec["transformer"]["containers"]]
+        for c in containers:
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+            assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
+            assert set(c["resources"]) == {"requests", "limits"}
+            assert {"/tmp"} <= {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_release_name_and_namespace_are_the_defaults() -> None:
+    objs = render(name="ner-staging", namespace="ml")
+    isvc = one(objs, "InferenceService")
+    assert (isvc["metadata"]["name"], isvc["metadata"]["namespace"]) == ("ner-staging", "ml")
+    assert isvc == build_inference_service(settings_for(None, name="ner-staging", namespace="ml"))
+    assert all(o["metadata"]["namespace"] == "ml" for o in objs)
+
+
+def test_rendered_object_is_valid_against_the_crd() -> None:
+    for values in (None, {"serving": {"mode": "knative"}}, {"serving": VARIATIONS["gpu-tensor-parallel"]}):
+        assert validate([rendered_isvc(values)]) == []
+
+
+# ------------------------------------------------------------------------------------ refusals
+
+#: values -> a fragment of the message; the builder's settings refuse the same values.
+REFUSALS: list[tuple[dict[str, Any], str]] = [
+    ({"mode": "knative", "autoscaler": "keda"}, "autoscaler 'keda' needs mode 'standard'"),
+    ({"autoscaler": "kpa"}, "autoscaler 'kpa' is Knative's autoscaler"),
+    ({"knative": {"canaryTrafficPercent": 10}}, "canary_traffic_percent is a Knative-mode feature"),
+    ({"scaling": {"minReplicas": 0}}, "scaling.min_replicas 0 (scale to zero) needs mode 'knative'"),
+    ({"scaling": {"minReplicas": 3, "maxReplicas": 2}}, "scaling.max_replicas 2 < min_replicas 3"),
+    ({"transformer": {"minReplicas": 0}}, "transformer.min_replicas 0 needs mode 'knative'"),
+    ({"predictor": {"backend": "vllm"}}, "predictor.backend 'vllm' needs predictor.gpus >= 1"),
+    ({"predictor": {"reasoningParser": "qwen3"}}, "predictor.reasoning_parser is a vLLM flag"),
+    ({"predictor": {"env": {"PYTHONPATH": "/x"}}}, "which KServe's admission webhook refuses"),
+    ({"mode": "knative", "knative": {"timeoutSeconds": 60}}, "knative.timeout_seconds 60 is shorter than"),
+    ({"mode": "knative", "knative": {"progressDeadline": "5m"}}, "must exceed the predictor's startup probe budget"),
+    ({"storage": {"s3SecretName": None}}, "storage.s3_endpoint is set but storage.s3_secret_name is empty"),
+    ({"predictor": {"resources": {"cpuRequest": "3"}}}, "cpu_request 3 exceeds cpu_limit 2"),
+    ({"transformer": {"resources": {"memoryRequest": "2Gi"}}}, "memory_request 2Gi exceeds memory_limit 1Gi"),
+]
+
+
+@pytest.mark.parametrize("serving,message", REFUSALS, ids=[m[:40] for _, m in REFUSALS])
+def test_the_chart_refuses_what_the_builder_refuses(serving: dict[str, Any], message: str) -> None:
+    error = render_error({"serving": serving})
+    assert message in error, error
+    with pytest.raises((ValidationError, ValueError)) as exc:
+        settings_for({"serving": serving})
+    if "exceeds" not in message:  # the builder names the resource section differently
+        assert message in str(exc.value)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    error = render_error({"serving": {"autoscaler": "kpa", "scaling": {"minReplicas": 0}}})
+    assert "autoscaler 'kpa'" in error and "scale to zero" in error
+
+
+def test_a_bad_release_name_is_refused() -> None:
+    error = render_error({}, name="Reasoning.NER")
+    assert "KServe's InferenceService name format" in error
+    assert "longer than 45" in render_error({}, name="n" * 46)
+
+
+# ------------------------------------------------------------------------------------ upgrade keeps the live model
+
+
+LIVE_URI = "s3://reasoning-ner/models/grpo-20261201"
+
+
+def _api(live: dict[str, Any] | None):
+    """A stub Kubernetes API server: discovery for serving.kserve.io/v1beta1 and the live object."""
+    isvc_path = f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{RELEASE}"
+
+    def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        p = path.split("?")[0]
+        if p == "/apis/serving.kserve.io/v1beta1":
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "serving.kserve.io/v1beta1",
+                         "resources": [{"name": "inferenceservices", "singularName": "inferenceservice",
+                                        "namespaced": True, "kind": "InferenceService",
+                                        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]}
+        if p == isvc_path and live is not None:
+            return 200, live
+        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+
+    return handler
+
+
+def _live_object(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the cluster holds after the deploy step promoted a model: the builder's object with the
+    promoted URI and version annotation, plus server-side fields."""
+    live = build_inference_service(settings_for(values), LIVE_URI, model_version="20261201T000000-abcdef12")
+    live["metadata"].update({"uid": "1234", "resourceVersion": "42", "generation": 3})
+    live["status"] = {"url": "http://reasoning-ner.reasoning-ner.example.com"}
+    return live
+
+
+def _render_against(server_url: str, values: dict[str, Any] | None = None, upgrade: bool = True) -> dict[str, Any]:
+    cfg = helm.Config(kube_apiserver=server_url, kube_token="test-token", namespace=NAMESPACE)
+    try:
+        out = cfg.render(chart(), values or {}, name=RELEASE, namespace=NAMESPACE,
+                         is_upgrade=upgrade, is_install=not upgrade)
+    finally:
+        cfg.close()
+    return one(parse_docs(out[f"reasoning-ner/{TEMPLATE}"]), "InferenceService")
+
+
+def test_upgrade_keeps_the_promoted_model(stub_server) -> None:
+    server = stub_server(_api(_live_object()))
+    isvc = _render_against(server.url)
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == LIVE_URI
+    assert isvc["metadata"]["annotations"]["reasoning-ner.io/model-version"] == "20261201T000000-abcdef12"
+    # exactly what the deploy step would build for the promoted model: nothing else moves
+    assert isvc == build_inference_service(settings_for(None), LIVE_URI, model_version="20261201T000000-abcdef12")
+    lookups = [r["path"] for r in server.requests]
+    assert f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices/{RELEASE}" in \
+        [p.split("?")[0] for p in lookups]
+
+
+def test_upgrade_with_changed_settings_still_keeps_the_model(stub_server) -> None:
+    server = stub_server(_api(_live_object()))
+    values = {"serving": {"transformer": {"maxReplicas": 6}, "predictor": {"maxModelLen": 2048}}}
+    isvc = _render_against(server.url, values)
+    assert isvc["spec"]["transformer"]["maxReplicas"] == 6
+    assert "--max_model_len=2048" in isvc["spec"]["predictor"]["model"]["args"]
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == LIVE_URI
+
+
+def test_keep_live_model_off_applies_the_values(stub_server) -> None:
+    server = stub_server(_api(_live_object()))
+    isvc = _render_against(server.url, {"deploy": {"keepLiveModel": False}})
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://reasoning-ner/models/tiny-cpu/champion"
+    assert "reasoning-ner.io/model-version" not in isvc["metadata"]["annotations"]
+    assert not [r for r in server.requests if "inferenceservices" in r["path"]]  # no lookup of the model
+
+
+def test_first_install_uses_the_values(stub_server) -> None:
+    server = stub_server(_api(None))
+    isvc = _render_against(server.url, upgrade=False)
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://reasoning-ner/models/tiny-cpu/champion"
+    assert isvc == build_inference_service(settings_for(None))
+
+
+def test_offline_render_uses_the_values() -> None:
+    """`helm template` (and this SDK's offline render) has no cluster: lookup is empty."""
+    isvc = rendered_isvc({"serving": {"storage": {"storageUri": "s3://bucket/pinned"}}})
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://bucket/pinned"
