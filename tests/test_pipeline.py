@@ -46,8 +46,11 @@ def test_gpu_steps_carry_accelerators_node_selector_and_tolerations(cluster_docs
         assert resources["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_step']}}"
         assert resources["cpuLimit"] > 0 and resources["memoryLimit"] > 0
         ex = k8s[f"exec-{step}"]
-        assert ex["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
-        assert ex["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+        # train-sft sits in the multi_node Else branch, where pipeline parameters arrive as channels.
+        assert ex["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].removeprefix("pipelinechannel--") \
+            == "gpu_node_selector"
+        assert ex["tolerations"][0]["tolerationJson"]["componentInputParameter"].removeprefix("pipelinechannel--") \
+            == "gpu_tolerations"
         assert executors[f"exec-{step}"]["container"]["image"] == image("train-gpu")
     for step in ("fetch-data", "synthesize-cot", "validate-data", "promote-model", "deploy-model"):
         assert "accelerator" not in executors[f"exec-{step}"]["container"].get("resources", {})
@@ -96,12 +99,14 @@ def test_both_variants_use_the_same_component_specs(tmp_path: Path, cluster_docs
 
 
 def test_caching_off_for_promote_and_deploy(cluster_docs: list[dict]) -> None:
-    tasks = cluster_docs[0]["root"]["dag"]["tasks"]
+    spec = cluster_docs[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    nested = {name: task for comp in spec["components"].values() for name, task in comp.get("dag", {}).get("tasks", {}).items()}
     assert tasks["promote-model"]["cachingOptions"] == {}
-    deploy = cluster_docs[0]["components"]["comp-condition-1"]["dag"]["tasks"]["deploy-model"]
-    assert deploy["cachingOptions"] == {}
-    assert tasks["train-sft"]["cachingOptions"] == {"enableCache": True}
-    assert "promote-model" in json.dumps(tasks["condition-1"]["triggerPolicy"])
+    assert nested["deploy-model"]["cachingOptions"] == {}
+    assert {**tasks, **nested}["train-sft"]["cachingOptions"] == {"enableCache": True}
+    (gate,) = [t for t in tasks.values() if "promote-model" in json.dumps(t.get("triggerPolicy", {}))]
+    assert gate["componentRef"]["name"] in spec["components"]
 
 
 def test_parameter_defaults_come_from_the_profile(cluster_docs: list[dict]) -> None:

@@ -427,6 +427,35 @@ def pipeline_run_local(
         stdout.print(f"serve it: rner serve --model {summary['champion']['model_uri']}")
 
 
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[Optional[str], typer.Option(envvar="KF_PIPELINES_ENDPOINT", help="Kubeflow Pipelines API endpoint, e.g. https://kubeflow.example.com/pipeline (env KF_PIPELINES_ENDPOINT).")] = None,
+    token_env: Annotated[str, typer.Option(help="Environment variable holding a Kubeflow Pipelines token (audience pipelines.kubeflow.org).")] = "KF_PIPELINES_TOKEN",
+    token_file: Annotated[Optional[Path], typer.Option(help="File holding the token instead (re-read per request); in a pod the projected /var/run/secrets/kubeflow/pipelines/token is used when present.")] = None,
+    namespace: Annotated[Optional[str], typer.Option(envvar="RNER_KFP_NAMESPACE", help="Profile namespace (multi-user Kubeflow).")] = None,
+    experiment: Annotated[str, typer.Option(envvar="RNER_KFP_EXPERIMENT", help="Experiment (created when absent).")] = "reasoning-ner",
+    service_account: Annotated[Optional[str], typer.Option(envvar="RNER_KFP_SERVICE_ACCOUNT", help="Kubernetes service account the run's pods use.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable; typed by the pipeline's definitions, JSON for dict/list).")] = None,
+    recurring_cron: Annotated[Optional[str], typer.Option(help="Schedule a recurring run instead: cron, 5 fields or KFP's 6 (seconds first).")] = None,
+    package: Annotated[Optional[Path], typer.Option(help="Compiled pipeline (default: pipelines/reasoning_ner_pipeline.yaml).")] = None,
+    version_name: Annotated[Optional[str], typer.Option(help="Pipeline version name (default: v<package version>-<UTC time>).")] = None,
+    run_name: Annotated[Optional[str], typer.Option(help="Run name (default: pipeline and version name).")] = None,
+) -> None:
+    """Upload the compiled pipeline as a new version (creating the pipeline if absent) and start a run, or a recurring run."""
+    from pipelines.submit import COMPILED, SubmitError, resolve_token, submit
+
+    try:
+        token = resolve_token(token_env, token_file)
+        result = submit(host or "", token=token, namespace=namespace, experiment=experiment,
+                        service_account=service_account, params=list(param or []), recurring_cron=recurring_cron,
+                        package=package or COMPILED, version_name=version_name, run_name=run_name)
+    except SubmitError as exc:
+        raise fail(str(exc)) from exc
+    stdout.print_json(json.dumps(result.to_dict()))
+    what = f"recurring run {result.recurring_run_id} ({result.cron})" if result.recurring_run_id else f"run {result.run_id}"
+    stdout.print(f"submitted {what}: pipeline {result.pipeline_id} version {result.version_name}, token from {token.source}")
+
+
 # ------------------------------------------------------------------------------------------- k8s
 
 

@@ -1,0 +1,328 @@
+"""``rner pipeline submit``: the requests the real ``kfp.Client`` sends, captured by a stub KFP v2beta1 API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from pipelines.reasoning_ner_pipeline import COMPILED, PIPELINE_NAME
+from pipelines.submit import (
+    SubmitError,
+    Token,
+    normalize_cron,
+    parse_params,
+    pipeline_parameters,
+    resolve_token,
+    submit,
+)
+
+API = "/apis/v2beta1"
+TOKEN = "kfp-token-audience-pipelines.kubeflow.org"
+NS = "team-ner"
+SA = "reasoning-ner-runner"
+
+
+class FakeKFP:
+    """Just enough of the KFP v2beta1 REST API: healthz, pipelines (list, upload, upload_version,
+    versions), experiments (list, create), runs and recurring runs (create). Records every request."""
+
+    def __init__(self, pipelines: list[dict[str, Any]] | None = None, experiments: list[dict[str, Any]] | None = None,
+                 multi_user: bool = True, require_token: str | None = None):
+        self.require_token = require_token
+        self.pipelines = list(pipelines or [])
+        self.experiments = list(experiments or [])
+        self.versions: dict[str, list[dict[str, Any]]] = {p["pipeline_id"]: [] for p in self.pipelines}
+        self.multi_user = multi_user
+        self.requests: list[dict[str, Any]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, obj: Any) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _record(self) -> dict[str, Any]:
+                url = urlparse(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ctype = self.headers.get("Content-Type", "")
+                body: Any = None
+                if ctype.startswith("multipart/form-data"):
+                    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
+                    body = {part.get_param("name", header="content-disposition"): {
+                        "filename": part.get_filename(), "content": part.get_payload(decode=True)}
+                        for part in msg.iter_parts()}
+                elif raw:
+                    body = json.loads(raw)
+                rec = {"method": self.command, "path": url.path,
+                       "query": {k: v[0] for k, v in parse_qs(url.query).items()},
+                       "auth": self.headers.get("Authorization"), "body": body}
+                fake.requests.append(rec)
+                return rec
+
+            def _denied(self, r: dict[str, Any]) -> bool:
+                if fake.require_token and r["auth"] != f"Bearer {fake.require_token}":
+                    self._send(401, {"code": 16, "message": "Unauthenticated: token audience mismatch"})
+                    return True
+                return False
+
+            def do_GET(self) -> None:  # noqa: N802
+                r = self._record()
+                if self._denied(r):
+                    return
+                path, q = r["path"], r["query"]
+                if path == f"{API}/healthz":
+                    return self._send(200, {"multi_user": fake.multi_user})
+                if path == f"{API}/pipelines":
+                    name = json.loads(q["filter"])["predicates"][0]["stringValue"]
+                    hits = [p for p in fake.pipelines if p["display_name"] == name]
+                    return self._send(200, {"pipelines": hits, "total_size": len(hits)} if hits else {})
+                if path.startswith(f"{API}/pipelines/") and path.endswith("/versions"):
+                    pid = path.split("/")[-2]
+                    versions = sorted(fake.versions.get(pid, []), key=lambda v: v["created_at"], reverse=True)
+                    return self._send(200, {"pipeline_versions": versions[: int(q.get("page_size", 10))],
+                                            "total_size": len(versions)})
+                if path == f"{API}/experiments":
+                    name = json.loads(q["filter"])["predicates"][0]["stringValue"]
+                    hits = [e for e in fake.experiments if e["display_name"] == name
+                            and e.get("namespace", "") == q.get("namespace", "")]
+                    return self._send(200, {"experiments": hits, "total_size": len(hits)} if hits else {})
+                self._send(404, {"code": 5, "message": f"no route {path}"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                r = self._record()
+                if self._denied(r):
+                    return
+                path, q, body = r["path"], r["query"], r["body"]
+                if path == f"{API}/pipelines/upload":
+                    pid = f"p-{len(fake.pipelines) + 1}"
+                    p = {"pipeline_id": pid, "display_name": q["name"], "name": q["name"],
+                         "namespace": q.get("namespace", ""), "created_at": "2026-11-25T10:00:00Z"}
+                    fake.pipelines.append(p)
+                    fake.versions[pid] = [{"pipeline_id": pid, "pipeline_version_id": f"{pid}-v1",
+                                           "display_name": q["name"], "name": q["name"],
+                                           "created_at": "2026-11-25T10:00:00Z"}]
+                    return self._send(200, p)
+                if path == f"{API}/pipelines/upload_version":
+                    pid = q["pipelineid"]
+                    v = {"pipeline_id": pid, "pipeline_version_id": f"{pid}-v{len(fake.versions[pid]) + 1}",
+                         "display_name": q["name"], "name": q["name"], "created_at": "2026-11-25T11:00:00Z"}
+                    fake.versions[pid].append(v)
+                    return self._send(200, v)
+                if path == f"{API}/experiments":
+                    e = {**body, "experiment_id": f"e-{len(fake.experiments) + 1}", "storage_state": "AVAILABLE"}
+                    fake.experiments.append(e)
+                    return self._send(200, e)
+                if path == f"{API}/runs":
+                    return self._send(200, {**body, "run_id": "r-1", "state": "PENDING"})
+                if path == f"{API}/recurringruns":
+                    return self._send(200, {**body, "recurring_run_id": "rr-1", "status": "ENABLED"})
+                self._send(404, {"code": 5, "message": f"no route {path}"})
+
+        return Handler
+
+    def __enter__(self) -> FakeKFP:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def calls(self) -> list[tuple[str, str]]:
+        return [(r["method"], r["path"]) for r in self.requests]
+
+    def one(self, method: str, path: str) -> dict[str, Any]:
+        (hit,) = [r for r in self.requests if (r["method"], r["path"]) == (method, path)]
+        return hit
+
+
+@pytest.fixture(autouse=True)
+def _isolated_kfp_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfp.Client reads and writes ~/.config/kfp/context.json: keep the user's out of the tests."""
+    import kfp.client.client as kfp_client
+
+    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    for var in ("KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+PARAMS = ["revision=0123456789", "sft_max_steps=200", "sft_learning_rate=1e-5", "use_lora=true",
+          'gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}',
+          'gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]']
+TYPED = {"revision": "0123456789", "sft_max_steps": 200, "sft_learning_rate": 1e-05, "use_lora": True,
+         "gpu_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+         "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def test_first_submission_creates_pipeline_and_experiment_then_starts_a_run() -> None:
+    with FakeKFP() as fake:
+        result = submit(fake.url, token=Token(value=TOKEN), namespace=NS, experiment="nightly", service_account=SA,
+                        params=PARAMS, version_name="v0.1.0-test", run_name="first run")
+    assert fake.calls() == [
+        ("GET", f"{API}/pipelines"),
+        ("POST", f"{API}/pipelines/upload"),
+        ("GET", f"{API}/pipelines/p-1/versions"),
+        ("GET", f"{API}/experiments"),
+        ("POST", f"{API}/experiments"),
+        ("POST", f"{API}/runs"),
+    ], "with an explicit namespace kfp.Client skips healthz"
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake.requests)
+    listing = fake.requests[0]["query"]
+    assert listing["namespace"] == NS
+    assert json.loads(listing["filter"])["predicates"][0] == {"operation": "EQUALS", "key": "display_name",
+                                                              "stringValue": PIPELINE_NAME}
+    upload = fake.one("POST", f"{API}/pipelines/upload")
+    assert upload["query"]["name"] == PIPELINE_NAME and upload["query"]["namespace"] == NS
+    assert upload["body"]["uploadfile"]["content"] == COMPILED.read_bytes()
+    exp = fake.one("POST", f"{API}/experiments")["body"]
+    assert exp["display_name"] == "nightly" and exp["namespace"] == NS
+    run = fake.one("POST", f"{API}/runs")["body"]
+    assert run["display_name"] == "first run" and run["experiment_id"] == "e-1"
+    assert run["pipeline_version_reference"] == {"pipeline_id": "p-1", "pipeline_version_id": "p-1-v1"}
+    assert run["service_account"] == SA
+    assert run["runtime_config"]["parameters"] == TYPED
+    assert "pipeline_spec" not in run, "runs reference the uploaded version, not an inline spec"
+    assert result.run_id == "r-1" and result.created_pipeline and result.pipeline_version_id == "p-1-v1"
+    assert result.parameters == TYPED
+
+
+def test_later_submission_adds_a_version_and_schedules_a_recurring_run() -> None:
+    existing_p = [{"pipeline_id": "p-9", "display_name": PIPELINE_NAME, "name": PIPELINE_NAME, "namespace": NS}]
+    existing_e = [{"experiment_id": "e-7", "display_name": "nightly", "namespace": NS}]
+    with FakeKFP(pipelines=existing_p, experiments=existing_e) as fake:
+        result = submit(fake.url, token=Token(value=TOKEN), namespace=NS, experiment="nightly", service_account=SA,
+                        params=["sft_max_steps=50"], recurring_cron="0 3 * * *", version_name="v0.1.0-nightly")
+    assert fake.calls() == [
+        ("GET", f"{API}/pipelines"),
+        ("POST", f"{API}/pipelines/upload_version"),
+        ("GET", f"{API}/experiments"),
+        ("POST", f"{API}/recurringruns"),
+    ]
+    upv = fake.one("POST", f"{API}/pipelines/upload_version")
+    assert upv["query"]["pipelineid"] == "p-9" and upv["query"]["name"] == "v0.1.0-nightly"
+    assert upv["body"]["uploadfile"]["content"] == COMPILED.read_bytes()
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake.requests)
+    rr = fake.one("POST", f"{API}/recurringruns")["body"]
+    assert rr["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert rr["mode"] == "ENABLE" and rr["no_catchup"] is True and int(rr["max_concurrency"]) == 1
+    assert rr["experiment_id"] == "e-7" and rr["service_account"] == SA
+    assert rr["pipeline_version_reference"] == {"pipeline_id": "p-9", "pipeline_version_id": "p-9-v1"}
+    assert rr["runtime_config"]["parameters"] == {"sft_max_steps": 50}
+    assert result.recurring_run_id == "rr-1" and result.run_id is None and not result.created_pipeline
+    assert result.cron == "0 0 3 * * *"
+
+
+def test_token_file_and_no_namespace_ask_healthz(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("projected-sa-token\n")
+    with FakeKFP(multi_user=False) as fake:
+        submit(fake.url, token=resolve_token(token_file=token_file), version_name="v1")
+    assert fake.calls()[0] == ("GET", f"{API}/healthz")
+    assert all(r["auth"] == "Bearer projected-sa-token" for r in fake.requests)
+    assert "namespace" not in fake.one("POST", f"{API}/pipelines/upload")["query"]
+    run = fake.one("POST", f"{API}/runs")["body"]
+    assert "service_account" not in run or run["service_account"] is None
+    assert run["runtime_config"]["parameters"] == {}
+
+
+def test_without_a_token_no_authorization_header_is_sent() -> None:
+    with FakeKFP(multi_user=False) as fake:
+        submit(fake.url, token=Token(), namespace=NS, version_name="v1")
+    assert {r["auth"] for r in fake.requests} == {None}
+
+
+def test_a_refused_token_is_a_clear_error() -> None:
+    with FakeKFP(require_token=TOKEN) as fake, pytest.raises(SubmitError, match="401 .*Unauthenticated.*audience"):
+        submit(fake.url, token=Token(value="wrong"), namespace=NS, version_name="v1")
+    assert fake.calls() == [("GET", f"{API}/pipelines")], "stops at the first refusal"
+
+
+def test_resolve_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_token().source == "none" or resolve_token().path  # a pod may have the projected token
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "from-default-env")
+    assert resolve_token().value == "from-default-env"
+    monkeypatch.setenv("MY_KFP_TOKEN", "from-named-env")
+    assert resolve_token("MY_KFP_TOKEN").value == "from-named-env"
+    with pytest.raises(SubmitError, match="--token-env NOPE"):
+        resolve_token("NOPE")
+    f = tmp_path / "t"
+    f.write_text("file-token")
+    assert resolve_token("MY_KFP_TOKEN", f).path == str(f), "an explicit token file wins"
+    monkeypatch.delenv("KF_PIPELINES_TOKEN")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(f))
+    assert resolve_token().path == str(f), "kfp's projected-token variable is honoured"
+    with pytest.raises(SubmitError, match="does not exist"):
+        resolve_token(token_file=tmp_path / "missing")
+
+
+def test_parameters_are_typed_by_the_compiled_pipeline_and_checked_before_any_request() -> None:
+    defs = pipeline_parameters()
+    assert defs["sft_max_steps"]["parameterType"] == "NUMBER_INTEGER"
+    assert parse_params(PARAMS) == TYPED
+    assert parse_params(["revision=true"]) == {"revision": "true"}, "strings stay strings"
+    assert parse_params({"sft_epochs": 3}) == {"sft_epochs": 3.0}
+    for bad, msg in [("sft_max_step=3", "did you mean sft_max_steps"), ("sft_max_steps=1.5", "integer"),
+                     ("use_lora=maybe", "boolean"), ("gpu_node_selector=[1]", "STRUCT"),
+                     ("gpu_tolerations={bad", "JSON"), ("novalue", "NAME=VALUE")]:
+        with pytest.raises(SubmitError, match=msg):
+            parse_params([bad])
+    with FakeKFP() as fake, pytest.raises(SubmitError):
+        submit(fake.url, token=Token(value=TOKEN), namespace=NS, params=["nope=1"])
+    assert fake.requests == [], "nothing is sent for a bad parameter"
+
+
+def test_cron_is_normalized_to_kfps_six_fields() -> None:
+    assert normalize_cron("0 3 * * *") == "0 0 3 * * *"
+    assert normalize_cron("30 0 3 * * 1-5") == "30 0 3 * * 1-5"
+    with pytest.raises(SubmitError, match="5 fields"):
+        normalize_cron("@daily")
+
+
+def test_missing_host_or_package_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SubmitError, match="KF_PIPELINES_ENDPOINT"):
+        submit("", token=Token(), version_name="v1")
+    with pytest.raises(SubmitError, match="rner pipeline compile"):
+        submit("http://127.0.0.1:9", package=tmp_path / "nope.yaml")
+
+
+def test_cli_command_when_wired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rner pipeline submit` (src/reasoning_ner/cli.py) drives the same function."""
+    import typer
+    from typer.testing import CliRunner
+
+    from reasoning_ner.cli import app
+
+    runner = CliRunner()
+    if "submit" not in typer.main.get_command(app).commands["pipeline"].commands:
+        pytest.skip("`rner pipeline submit` is not in src/reasoning_ner/cli.py yet")
+    monkeypatch.setenv("RNER_TEST_KFP_TOKEN", TOKEN)
+    with FakeKFP() as fake:
+        res = runner.invoke(app, ["pipeline", "submit", "--host", fake.url, "--token-env", "RNER_TEST_KFP_TOKEN",
+                                  "--namespace", NS, "--experiment", "cli", "--service-account", SA,
+                                  "--param", "sft_max_steps=7", "--param", "use_lora=false",
+                                  "--recurring-cron", "0 4 * * *", "--version-name", "v-cli"])
+    assert res.exit_code == 0, res.output
+    rr = fake.one("POST", f"{API}/recurringruns")["body"]
+    assert rr["runtime_config"]["parameters"] == {"sft_max_steps": 7, "use_lora": False}
+    assert rr["service_account"] == SA and rr["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * *"
+    assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake.requests)
+    assert "rr-1" in res.output
