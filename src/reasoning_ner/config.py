@@ -239,6 +239,36 @@ class DeploySection(_Section):
     rollback_on_failure: bool = True
 
 
+class ServeSection(_Section):
+    """The NER service (`rner serve`, docs/serving.md); env RNER_SERVE_<FIELD> overrides."""
+
+    model_name: str = "reasoning-ner"
+    host: str = Field("127.0.0.1", description="Loopback by default in local mode; the image sets 0.0.0.0.")
+    port: int = Field(8080, ge=0, le=65535)
+    backend: Literal["transformers", "remote"] = "transformers"
+    remote_url: str | None = None
+    remote_model: str | None = None
+    remote_api_key_env: str = "RNER_REMOTE_API_KEY"
+    remote_structured_output: Literal["response_format", "structured_outputs", "guided_json", "none"] = "response_format"
+    remote_max_concurrency: int = Field(256, ge=1)
+    max_text_chars: int = Field(4000, ge=1)
+    max_labels: int = Field(64, ge=1)
+    max_label_chars: int = Field(100, ge=1)
+    max_instances: int = Field(32, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    request_timeout_s: float = Field(60.0, gt=0)
+    max_batch_size: int = Field(32, ge=1)
+    max_batch_wait_ms: float = Field(5.0, ge=0)
+    max_queue: int = Field(1024, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="None = eval.max_new_tokens")
+    max_answer_tokens: int = Field(512, ge=1)
+    max_reasoning_tokens: int | None = Field(None, ge=0, description="Deployment cap on thinking tokens; None = uncapped")
+    device: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    torch_threads: int | None = Field(None, ge=1)
+    access_log: bool = True
+
+
 class Config(_Section):
     profile: str = "tiny-cpu"
     seed: int = 42
@@ -251,6 +281,7 @@ class Config(_Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     promotion: PromotionSection = Field(default_factory=PromotionSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
+    serve: ServeSection = Field(default_factory=ServeSection)
 
     @model_validator(mode="after")
     def _no_zero_shot_rl(self) -> Config:
@@ -277,6 +308,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval": {"batch_size": 32, "max_new_tokens": 96, "limit": 50},
         "promotion": {"gate_suite": "supervised", "min_parse_rate": 0.5},
         "deploy": {"serving": CPU_SMOKE_VALUES},
+        "serve": {"max_answer_tokens": 64},
         "sft": {
             "learning_rate": 2e-3, "warmup_ratio": 0.03, "weight_decay": 0.1, "num_train_epochs": 1.0,
             "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_length": 192,
