@@ -19,6 +19,7 @@ model_app = typer.Typer(help="Build and inspect models.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate predictions and models.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
 cot_app = typer.Typer(help="Stage 1: synthesize reasoning chains with a teacher LLM.", no_args_is_help=True)
+train_app = typer.Typer(help="Stages 2 and 3: CoT tuning (SFT) and reasoning enhancement (GRPO) with trl.", no_args_is_help=True)
 k8s_app = typer.Typer(help="Kubernetes objects for serving: the kustomize tree and rendered objects.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile, run locally, submit.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -28,6 +29,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(cot_app, name="cot")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(k8s_app, name="k8s")
+app.add_typer(train_app, name="train")
 
 err_console = Console(stderr=True)
 stdout = Console()
@@ -503,6 +505,64 @@ def serve_cmd(
         serve(settings, model)
     except (ModelLoadError, ValueError) as exc:
         raise fail(str(exc)) from exc
+
+
+# ----------------------------------------------------------------------------------------- train
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    ctx: typer.Context,
+    data: Annotated[list[Path], typer.Option("--data", help="Canonical CoT JSONL (repeatable), e.g. work/cot/accepted.jsonl.")],
+    out: Annotated[Path, typer.Option(help="Output folder: checkpoints/, model/, summary.json, loss.png.")],
+    base_model: Annotated[Optional[str], typer.Option(help="Hub name or path (default: config model.base_model; 'tiny' = model.tiny_dir).")] = None,
+    eval_file: Annotated[Optional[Path], typer.Option("--eval", help="JSONL records for a final parse-rate/F1 check.")] = None,
+    eval_n: Annotated[int, typer.Option(help="Seeded sample size of --eval records.")] = 200,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint in OUT.")] = True,
+) -> None:
+    """CoT tuning with trl's SFTTrainer (full or LoRA, sft.finetune); exports a Hugging Face model."""
+    import random
+
+    from .modeling import ModelLoadError
+    from .records import RecordError
+    from .training.sft import NonFiniteLossError, TrainingDataError, as_records, train_sft
+
+    cfg = get_config(ctx)
+    try:
+        evals = as_records(eval_file) if eval_file is not None else None
+        if evals is not None and len(evals) > eval_n:
+            evals = random.Random(cfg.seed).sample(evals, eval_n)
+        summary = train_sft(cfg, data, out, base_model=base_model, eval_records=evals, resume=resume,
+                            progress=sys.stderr.isatty())
+    except (TrainingDataError, RecordError, ModelLoadError) as exc:
+        raise fail(str(exc)) from exc
+    except NonFiniteLossError as exc:
+        raise fail(str(exc), 3) from exc
+    stdout.print_json(json.dumps(summary, default=str))
+
+
+@train_app.command("grpo")
+def train_grpo_cmd(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option(help="SFT output folder (its model/ is used) or any Hugging Face model folder.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Canonical training JSONL (repeatable): the RL prompt pool.")],
+    out: Annotated[Path, typer.Option(help="Output folder: model/, checkpoints/, metrics.jsonl, plots/, summary.json.")],
+    max_steps: Annotated[Optional[int], typer.Option(help="Override grpo.max_steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Resume from the last checkpoint in OUT.")] = True,
+) -> None:
+    """Reasoning enhancement with trl's GRPOTrainer; reward = 10 x F1 + 1 x schema (weights in config)."""
+    from .modeling import ModelLoadError
+    from .records import RecordError
+    from .training.grpo import GRPOError, train_grpo
+    from .training.rl_data import RLDataError
+
+    cfg = get_config(ctx)
+    try:
+        summary = train_grpo(cfg, model, data, out, max_steps=max_steps, resume=resume)
+    except (GRPOError, RLDataError, RecordError, ModelLoadError) as exc:
+        raise fail(str(exc)) from exc
+    keys = ("model_dir", "global_steps", "train_seconds", "final_metrics")
+    stdout.print_json(json.dumps({k: summary.get(k) for k in keys}, default=str))
 
 
 # ------------------------------------------------------------------------------------------- k8s

@@ -1,0 +1,35 @@
+"""Stage 2 (CoT tuning with trl's SFTTrainer) and the helpers later stages share.
+
+Modules (each imports torch/transformers/trl lazily, so ``import reasoning_ner.training`` is cheap):
+
+* :mod:`.sft`      -- ``train_sft``: records -> prompt/completion data -> trl ``SFTTrainer`` subclass
+                      (loss and LM head only at completion positions) -> export.
+* :mod:`.export`   -- merge LoRA, save a Hugging Face directory with tokenizer, generation config and
+                      a model card.
+* :mod:`.plots`    -- ``plot_curves``: PNG curves from a trainer's ``log_history`` (loss, rewards, ...).
+* :mod:`.generate` -- batched greedy generation (left padding, length-sorted) and quick scoring.
+"""
+
+from __future__ import annotations
+
+__all__ = ["train_sft", "export_model", "plot_curves", "generate", "score_generations"]
+
+
+def __getattr__(name: str):  # lazy re-exports: no torch import until used
+    if name == "train_sft":
+        from .sft import train_sft
+
+        return train_sft
+    if name == "export_model":
+        from .export import export_model
+
+        return export_model
+    if name == "plot_curves":
+        from .plots import plot_curves
+
+        return plot_curves
+    if name in ("generate", "score_generations"):
+        from . import generate as _generate
+
+        return getattr(_generate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
