@@ -14,6 +14,9 @@ variants. Parameter defaults come from the shared configuration of the chosen pr
 """
 
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,140 +75,177 @@ def _gpu_pool(task: dsl.PipelineTask, accelerator_type: Any, gpus: Any, node_sel
     kubernetes.add_toleration_json(task, toleration_json=tolerations)
 
 
-def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL):
-    """Return the pipeline function; ``cluster`` switches the cluster-only operations on."""
-    cfg = load_config(profile=defaults_profile)
+@dataclass(frozen=True)
+class RunParameter:
+    """One field of the dashboard's run form: the pipeline signature and its help text come from these."""
 
-    def steps(profile: str, repo_url: str, revision: str, data_path: str, dvc_remote: str, teacher_url: str,
-              teacher_model: str, judge_url: str, judge_threshold: float, max_records_per_dataset: int, base_model: str,
-              use_lora: bool, sft_epochs: float, sft_learning_rate: float, sft_max_steps: int, grpo_group_size: int,
-              grpo_learning_rate: float, grpo_max_steps: int, use_vllm: bool, eval_suite: str, eval_limit: int,
-              registry_uri: str, min_gate_value: float, workspace_dir: str,
-              multi_node: Any = None, trainjob: dict[str, Any] | None = None) -> dict[str, dsl.PipelineTask]:
-        fetch = fetch_data(repo_url=repo_url, revision=revision, data_path=data_path, dvc_remote=dvc_remote)
-        prepared = fetch.outputs["prepared"]
-        synth = synthesize_cot(prepared=prepared, profile=profile, teacher_url=teacher_url, teacher_model=teacher_model,
-                               judge_url=judge_url, judge_threshold=judge_threshold,
-                               max_records_per_dataset=max_records_per_dataset)
-        validate = validate_data(prepared=prepared, cot=synth.outputs["cot"], profile=profile)
-        sft_args = dict(cot=synth.outputs["cot"], prepared=prepared, profile=profile, base_model=base_model,
-                        use_lora=use_lora, epochs=sft_epochs, learning_rate=sft_learning_rate, max_steps=sft_max_steps)
-        extra: dict[str, dsl.PipelineTask] = {}
-        if multi_node is None:  # local variant: SFT always runs in the step's own process
+    name: str
+    type: type
+    default: Any
+    help: str
+    cluster_only: bool = False
+
+
+def run_parameters(profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL, cluster: bool = True) -> list[RunParameter]:
+    """The run parameters of one variant, with defaults from ``profile``'s configuration."""
+    cfg = load_config(profile=profile)
+    table = [
+        RunParameter("profile", str, cfg.profile, "Configuration profile every step loads (tiny-cpu, qwen3-1.7b, qwen3-8b); "
+                     "the parameters below override it."),
+        RunParameter("repo_url", str, repo_url, "Git repository holding dvc.yaml and the DVC-tracked data."),
+        RunParameter("revision", str, "", "Git revision (commit, tag, branch) of the data to fetch; empty = the default branch."),
+        RunParameter("data_path", str, "work/data", "DVC-tracked folder of prepared datasets inside the repository."),
+        RunParameter("dvc_remote", str, "", "DVC remote to pull from; empty = the repository's default remote."),
+        RunParameter("teacher_url", str, cfg.cot.teacher_url or "", "OpenAI-compatible base URL of the CoT teacher "
+                     "(e.g. http://vllm.teacher:8000/v1); empty = the offline gold-grounded teacher."),
+        RunParameter("teacher_model", str, cfg.cot.teacher_model, "Model name the teacher endpoint serves."),
+        RunParameter("judge_url", str, cfg.cot.judge_url or "", "OpenAI-compatible base URL of the LLM judge; empty = "
+                     "structural checks only."),
+        RunParameter("judge_threshold", float, cfg.cot.judge_threshold, "Minimum judge score (0-10) to keep a chain."),
+        RunParameter("max_records_per_dataset", int, cfg.cot.max_records_per_dataset or 0,
+                     "Cap of training records per dataset for CoT synthesis; 0 = all."),
+        RunParameter("base_model", str, cfg.model.base_model, "Hugging Face model id or path to fine-tune "
+                     "('tiny' = the project's own tiny model)."),
+        RunParameter("use_lora", bool, cfg.sft.finetune == "lora", "Train LoRA adapters (merged at export) instead of "
+                     "full fine-tuning (the paper)."),
+        RunParameter("sft_epochs", float, cfg.sft.num_train_epochs, "SFT epochs (ignored when sft_max_steps > 0)."),
+        RunParameter("sft_learning_rate", float, cfg.sft.learning_rate, "SFT peak learning rate."),
+        RunParameter("sft_max_steps", int, max(cfg.sft.max_steps, 0), "SFT optimizer steps; 0 = train by epochs."),
+        RunParameter("grpo_group_size", int, cfg.grpo.num_generations, "GRPO completions sampled per prompt."),
+        RunParameter("grpo_learning_rate", float, cfg.grpo.learning_rate, "GRPO learning rate."),
+        RunParameter("grpo_max_steps", int, max(cfg.grpo.max_steps, 0), "GRPO optimizer steps; 0 = by epochs over the RL sample."),
+        RunParameter("use_vllm", bool, cfg.grpo.use_vllm, "Generate GRPO rollouts with vLLM (GPU only)."),
+        RunParameter("eval_suite", str, "all", "Evaluation suite: zero-shot (CrossNER, MIT), supervised, or all."),
+        RunParameter("eval_limit", int, cfg.eval.limit or 0, "Sentences per evaluation dataset (seeded sample); 0 = all."),
+        RunParameter("registry_uri", str, "s3://reasoning-ner/registry" if cluster else cfg.promotion.registry_uri,
+                     "Model registry root (fsspec URI) holding versions and the champion pointer."),
+        RunParameter("min_gate_value", float, cfg.promotion.min_gate_value, "Floor of the gate metric (micro-F1 on the "
+                     "profile's gate suite) a candidate must reach, besides beating the champion."),
+        RunParameter("accelerator_type", str, "nvidia.com/gpu", "Accelerator resource name requested by the GPU steps.", True),
+        RunParameter("gpus_per_step", int, 1, "Accelerators per GPU step (and per node of a multi-node TrainJob).", True),
+        RunParameter("gpu_node_selector", dict, DEFAULT_GPU_NODE_SELECTOR, "Node selector of the GPU node pool (JSON "
+                     "object), e.g. {\"cloud.google.com/gke-accelerator\": \"nvidia-h100-80gb\"}.", True),
+        RunParameter("gpu_tolerations", list, DEFAULT_GPU_TOLERATIONS, "Tolerations for the GPU node pool's taints "
+                     "(JSON list of Kubernetes tolerations).", True),
+        RunParameter("workspace_size", str, "200Gi", "Size of the per-run workspace PVC (training checkpoint cache).", True),
+        RunParameter("workspace_storage_class", str, "standard", "StorageClass of the workspace PVC.", True),
+        RunParameter("deploy_namespace", str, "reasoning-ner", "Namespace of the InferenceService to update.", True),
+        RunParameter("inference_service", str, "reasoning-ner", "Name of the InferenceService serving the champion.", True),
+        RunParameter("canary_percent", int, 10, "Traffic share of the new model before promotion to 100 %; "
+                     "0 = switch at once.", True),
+        RunParameter("multi_node", bool, False, "Run SFT as a Kubeflow Trainer TrainJob on several GPU nodes.", True),
+        RunParameter("train_nodes", int, 2, "Nodes of the multi-node TrainJob.", True),
+        RunParameter("sft_launcher", str, "accelerate", "Launcher inside the TrainJob: accelerate (DeepSpeed ZeRO-3) "
+                     "or torchrun.", True),
+        RunParameter("shared_pvc", str, "reasoning-ner-shared", "ReadWriteMany PVC shared by the TrainJob's nodes "
+                     "and this run.", True),
+        RunParameter("trainjob_runtime", str, "torch-distributed", "Kubeflow Trainer (Cluster)TrainingRuntime name.", True),
+        RunParameter("trainjob_timeout_hours", float, 72.0, "Give up on the TrainJob after this many hours.", True),
+    ]
+    return [p for p in table if cluster or not p.cluster_only]
+
+
+def _pipeline_function(name: str, summary: str, params: list[RunParameter], body: Callable[..., str]) -> Callable[..., str]:
+    """A function with ``params`` as its typed signature and documented Args, calling ``body(**values)``.
+
+    kfp reads the signature (the run form's fields and defaults) and the docstring's Args (their
+    help text), then calls the function positionally with one channel per parameter.
+    """
+    names = [p.name for p in params]
+
+    def pipeline_function(*args: Any) -> str:
+        return body(**dict(zip(names, args, strict=True)))
+
+    pipeline_function.__name__ = pipeline_function.__qualname__ = name
+    pipeline_function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.type)
+         for p in params], return_annotation=str)
+    pipeline_function.__doc__ = summary + "\n\nArgs:\n" + "\n".join(f"    {p.name}: {p.help}" for p in params)
+    return pipeline_function
+
+
+def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | None = None) -> dict[str, dsl.PipelineTask]:
+    """The stages shared by both variants; ``trainjob`` (cluster) adds the multi-node SFT branch."""
+    fetch = fetch_data(repo_url=p["repo_url"], revision=p["revision"], data_path=p["data_path"], dvc_remote=p["dvc_remote"])
+    prepared, profile = fetch.outputs["prepared"], p["profile"]
+    synth = synthesize_cot(prepared=prepared, profile=profile, teacher_url=p["teacher_url"],
+                           teacher_model=p["teacher_model"], judge_url=p["judge_url"],
+                           judge_threshold=p["judge_threshold"], max_records_per_dataset=p["max_records_per_dataset"])
+    validate = validate_data(prepared=prepared, cot=synth.outputs["cot"], profile=profile)
+    sft_args = dict(cot=synth.outputs["cot"], prepared=prepared, profile=profile, base_model=p["base_model"],
+                    use_lora=p["use_lora"], epochs=p["sft_epochs"], learning_rate=p["sft_learning_rate"],
+                    max_steps=p["sft_max_steps"])
+    extra: dict[str, dsl.PipelineTask] = {}
+    if trainjob is None:  # local variant: SFT always runs in the step's own process
+        sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
+        sft_model = sft.outputs["model"]
+    else:  # cluster variant: a TrainJob on several GPU nodes when the run asks for it
+        with dsl.If(p["multi_node"] == True, name="multi-node-sft"):  # noqa: E712 (a pipeline condition)
+            submit = submit_trainjob(**sft_args, **trainjob, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                     namespace="", shared_dir=SHARED_MOUNT, poll_seconds=30.0).after(validate)
+        with dsl.Else(name="single-pod-sft"):
             sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
-            sft_model = sft.outputs["model"]
-        else:  # cluster variant: a TrainJob on several GPU nodes when the run asks for it
-            with dsl.If(multi_node == True, name="multi-node-sft"):  # noqa: E712 (a pipeline condition)
-                submit = submit_trainjob(**sft_args, **trainjob, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                         namespace="", shared_dir=SHARED_MOUNT, poll_seconds=30.0).after(validate)
-            with dsl.Else(name="single-pod-sft"):
-                sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
-            sft_model = dsl.OneOf(submit.outputs["model"], sft.outputs["model"])
-            extra["submit_trainjob"] = submit
-        grpo = train_grpo(sft_model=sft_model, prepared=prepared, profile=profile, group_size=grpo_group_size,
-                          learning_rate=grpo_learning_rate, max_steps=grpo_max_steps, use_lora=use_lora,
-                          use_vllm=use_vllm, workspace_dir=workspace_dir)
-        evaluate = evaluate_model(model=grpo.outputs["model"], prepared=prepared, profile=profile, suite=eval_suite,
-                                  limit=eval_limit)
-        promote = promote_model(model=grpo.outputs["model"], report_json=evaluate.outputs["report_json"],
-                                profile=profile, registry_uri=registry_uri, min_gate_value=min_gate_value)
-        promote.set_caching_options(False)  # the champion may have moved since a cached run
-        return {"fetch": fetch, "synthesize": synth, "validate": validate, "sft": sft, "grpo": grpo,
-                "evaluate": evaluate, "promote": promote, **extra}
+        sft_model = dsl.OneOf(submit.outputs["model"], sft.outputs["model"])
+        extra["submit_trainjob"] = submit
+    grpo = train_grpo(sft_model=sft_model, prepared=prepared, profile=profile, group_size=p["grpo_group_size"],
+                      learning_rate=p["grpo_learning_rate"], max_steps=p["grpo_max_steps"], use_lora=p["use_lora"],
+                      use_vllm=p["use_vllm"], workspace_dir=workspace_dir)
+    evaluate = evaluate_model(model=grpo.outputs["model"], prepared=prepared, profile=profile, suite=p["eval_suite"],
+                              limit=p["eval_limit"])
+    promote = promote_model(model=grpo.outputs["model"], report_json=evaluate.outputs["report_json"],
+                            profile=profile, registry_uri=p["registry_uri"], min_gate_value=p["min_gate_value"])
+    promote.set_caching_options(False)  # the champion may have moved since a cached run
+    return {"fetch": fetch, "synthesize": synth, "validate": validate, "sft": sft, "grpo": grpo,
+            "evaluate": evaluate, "promote": promote, **extra}
 
-    common = dict(
-        profile=cfg.profile, revision="", data_path="work/data", dvc_remote="", teacher_url=cfg.cot.teacher_url or "",
-        teacher_model=cfg.cot.teacher_model, judge_url=cfg.cot.judge_url or "", judge_threshold=cfg.cot.judge_threshold,
-        max_records_per_dataset=cfg.cot.max_records_per_dataset or 0, base_model=cfg.model.base_model,
-        use_lora=cfg.sft.finetune == "lora", sft_epochs=cfg.sft.num_train_epochs, sft_learning_rate=cfg.sft.learning_rate,
-        sft_max_steps=max(cfg.sft.max_steps, 0), grpo_group_size=cfg.grpo.num_generations,
-        grpo_learning_rate=cfg.grpo.learning_rate, grpo_max_steps=max(cfg.grpo.max_steps, 0), use_vllm=cfg.grpo.use_vllm,
-        eval_suite="all", eval_limit=cfg.eval.limit or 0, registry_uri=cfg.promotion.registry_uri,
-        min_gate_value=cfg.promotion.min_gate_value,
-    )
 
-    if not cluster:
-        @dsl.pipeline(name=f"{PIPELINE_NAME}-local", description="ReasoningNER end to end, local variant (kfp.local).")
-        def local_pipeline(
-            profile: str = common["profile"], repo_url: str = repo_url, revision: str = common["revision"],
-            data_path: str = common["data_path"], dvc_remote: str = common["dvc_remote"],
-            teacher_url: str = common["teacher_url"], teacher_model: str = common["teacher_model"],
-            judge_url: str = common["judge_url"], judge_threshold: float = common["judge_threshold"],
-            max_records_per_dataset: int = common["max_records_per_dataset"], base_model: str = common["base_model"],
-            use_lora: bool = common["use_lora"], sft_epochs: float = common["sft_epochs"],
-            sft_learning_rate: float = common["sft_learning_rate"], sft_max_steps: int = common["sft_max_steps"],
-            grpo_group_size: int = common["grpo_group_size"], grpo_learning_rate: float = common["grpo_learning_rate"],
-            grpo_max_steps: int = common["grpo_max_steps"], use_vllm: bool = common["use_vllm"],
-            eval_suite: str = common["eval_suite"], eval_limit: int = common["eval_limit"],
-            registry_uri: str = common["registry_uri"], min_gate_value: float = common["min_gate_value"],
-        ) -> str:
-            tasks = steps(profile, repo_url, revision, data_path, dvc_remote, teacher_url, teacher_model, judge_url,
-                          judge_threshold, max_records_per_dataset, base_model, use_lora, sft_epochs, sft_learning_rate,
-                          sft_max_steps, grpo_group_size, grpo_learning_rate, grpo_max_steps, use_vllm, eval_suite,
-                          eval_limit, registry_uri, min_gate_value, "")
-            return tasks["promote"].outputs["decision"]
+def _local_body(**p: Any) -> str:
+    return _steps(p, workspace_dir="")["promote"].outputs["decision"]
 
-        return local_pipeline
 
+def _cluster_body(**p: Any) -> str:
     from components.deploy_model.component import deploy_model
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="ReasoningNER (arXiv 2511.11978): CoT synthesis, CoT tuning (SFT), reasoning enhancement (GRPO), "
-        "evaluation, promotion gate and KServe deployment. Settings default to the profile's configuration.",
-    )
-    def cluster_pipeline(
-        profile: str = common["profile"], repo_url: str = repo_url, revision: str = common["revision"],
-        data_path: str = common["data_path"], dvc_remote: str = common["dvc_remote"],
-        teacher_url: str = common["teacher_url"], teacher_model: str = common["teacher_model"],
-        judge_url: str = common["judge_url"], judge_threshold: float = common["judge_threshold"],
-        max_records_per_dataset: int = common["max_records_per_dataset"], base_model: str = common["base_model"],
-        use_lora: bool = common["use_lora"], sft_epochs: float = common["sft_epochs"],
-        sft_learning_rate: float = common["sft_learning_rate"], sft_max_steps: int = common["sft_max_steps"],
-        grpo_group_size: int = common["grpo_group_size"], grpo_learning_rate: float = common["grpo_learning_rate"],
-        grpo_max_steps: int = common["grpo_max_steps"], use_vllm: bool = common["use_vllm"],
-        eval_suite: str = common["eval_suite"], eval_limit: int = common["eval_limit"],
-        registry_uri: str = "s3://reasoning-ner/registry", min_gate_value: float = common["min_gate_value"],
-        accelerator_type: str = "nvidia.com/gpu", gpus_per_step: int = 1,
-        gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR, gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
-        workspace_size: str = "200Gi", workspace_storage_class: str = "standard",
-        deploy_namespace: str = "reasoning-ner", inference_service: str = "reasoning-ner", canary_percent: int = 10,
-        multi_node: bool = False, train_nodes: int = 2, sft_launcher: str = "accelerate",
-        shared_pvc: str = "reasoning-ner-shared", trainjob_runtime: str = "torch-distributed",
-        trainjob_timeout_hours: float = 72.0,
-    ) -> str:
-        pvc = kubernetes.CreatePVC(pvc_name_suffix="-rner-workspace", access_modes=["ReadWriteOnce"],
-                                   size=workspace_size, storage_class_name=workspace_storage_class)
-        tasks = steps(profile, repo_url, revision, data_path, dvc_remote, teacher_url, teacher_model, judge_url,
-                      judge_threshold, max_records_per_dataset, base_model, use_lora, sft_epochs, sft_learning_rate,
-                      sft_max_steps, grpo_group_size, grpo_learning_rate, grpo_max_steps, use_vllm, eval_suite,
-                      eval_limit, registry_uri, min_gate_value, WORKSPACE_MOUNT, multi_node=multi_node,
-                      trainjob=dict(num_nodes=train_nodes, gpus_per_node=gpus_per_step, accelerator_type=accelerator_type,
-                                    node_selector=gpu_node_selector, tolerations=gpu_tolerations, shared_pvc=shared_pvc,
-                                    runtime=trainjob_runtime, timeout_hours=trainjob_timeout_hours,
-                                    launcher=sft_launcher))
-        _resources(tasks["submit_trainjob"], "cpu")
-        kubernetes.mount_pvc(tasks["submit_trainjob"], pvc_name=shared_pvc, mount_path=SHARED_MOUNT)
-        _secrets(tasks["fetch"], "git", "s3")
-        _secrets(tasks["synthesize"], "teacher")
-        for name in ("fetch", "synthesize", "validate", "promote"):
-            _resources(tasks[name], "cpu")
-        for name in ("sft", "grpo", "evaluate"):
-            _gpu_pool(tasks[name], accelerator_type, gpus_per_step, gpu_node_selector, gpu_tolerations)
-            _secrets(tasks[name], "hf")
-        for name in ("sft", "grpo"):
-            kubernetes.mount_pvc(tasks[name], pvc_name=pvc.outputs["name"], mount_path=WORKSPACE_MOUNT)
-        _secrets(tasks["promote"], "s3")
-        kubernetes.DeletePVC(pvc_name=pvc.outputs["name"]).after(tasks["grpo"])
-        with dsl.If(tasks["promote"].outputs["decision"] == "promoted", name="promoted"):
-            deploy = deploy_model(model_uri=tasks["promote"].outputs["model_uri"], namespace=deploy_namespace,
-                                  inference_service=inference_service, canary_percent=canary_percent)
-            deploy.set_caching_options(False)
-            _resources(deploy, "cpu")
-            _secrets(deploy, "s3")
-        return tasks["promote"].outputs["decision"]
+    pvc = kubernetes.CreatePVC(pvc_name_suffix="-rner-workspace", access_modes=["ReadWriteOnce"],
+                               size=p["workspace_size"], storage_class_name=p["workspace_storage_class"])
+    accelerator, gpus, selector, tolerations = (p["accelerator_type"], p["gpus_per_step"], p["gpu_node_selector"],
+                                                p["gpu_tolerations"])
+    tasks = _steps(p, WORKSPACE_MOUNT, trainjob=dict(
+        num_nodes=p["train_nodes"], gpus_per_node=gpus, accelerator_type=accelerator, node_selector=selector,
+        tolerations=tolerations, shared_pvc=p["shared_pvc"], runtime=p["trainjob_runtime"],
+        timeout_hours=p["trainjob_timeout_hours"], launcher=p["sft_launcher"]))
+    _resources(tasks["submit_trainjob"], "cpu")
+    kubernetes.mount_pvc(tasks["submit_trainjob"], pvc_name=p["shared_pvc"], mount_path=SHARED_MOUNT)
+    _secrets(tasks["fetch"], "git", "s3")
+    _secrets(tasks["synthesize"], "teacher")
+    for name in ("fetch", "synthesize", "validate", "promote"):
+        _resources(tasks[name], "cpu")
+    for name in ("sft", "grpo", "evaluate"):
+        _gpu_pool(tasks[name], accelerator, gpus, selector, tolerations)
+        _secrets(tasks[name], "hf")
+    for name in ("sft", "grpo"):
+        kubernetes.mount_pvc(tasks[name], pvc_name=pvc.outputs["name"], mount_path=WORKSPACE_MOUNT)
+    _secrets(tasks["promote"], "s3")
+    kubernetes.DeletePVC(pvc_name=pvc.outputs["name"]).after(tasks["grpo"])
+    with dsl.If(tasks["promote"].outputs["decision"] == "promoted", name="promoted"):
+        deploy = deploy_model(model_uri=tasks["promote"].outputs["model_uri"], namespace=p["deploy_namespace"],
+                              inference_service=p["inference_service"], canary_percent=p["canary_percent"])
+        deploy.set_caching_options(False)
+        _resources(deploy, "cpu")
+        _secrets(deploy, "s3")
+    return tasks["promote"].outputs["decision"]
 
-    return cluster_pipeline
+
+def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL):
+    """Return the pipeline function; ``cluster`` switches the cluster-only operations on."""
+    params = run_parameters(defaults_profile, repo_url, cluster)
+    if not cluster:
+        fn = _pipeline_function("local_pipeline", "ReasoningNER end to end, local variant (kfp.local).", params, _local_body)
+        return dsl.pipeline(name=f"{PIPELINE_NAME}-local", description=fn.__doc__.split("\n")[0])(fn)
+    description = ("ReasoningNER (arXiv 2511.11978): CoT synthesis, CoT tuning (SFT), reasoning enhancement (GRPO), "
+                   "evaluation, promotion gate and KServe deployment. Settings default to the profile's configuration.")
+    fn = _pipeline_function("cluster_pipeline", description, params, _cluster_body)
+    return dsl.pipeline(name=PIPELINE_NAME, description=description)(fn)
 
 
 def compile_pipeline(path: Path = COMPILED) -> Path:

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
@@ -33,6 +30,7 @@ from components.deploy_model.rollout import (
 from reasoning_ner.k8s.inference_service import ServingSettings, build_inference_service
 from reasoning_ner.k8s.manifests import overlay_settings
 from reasoning_ner.k8s.schema import ManifestValidationError
+from tests.stubs import Reply, StubAPIServer, k8s_status
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT.parent / "shared" / "k8s" / "crds"
@@ -41,15 +39,13 @@ NS = "reasoning-ner"
 ISVC_PATH = f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/reasoning-ner"
 
 
-class FakeKServe:
+class FakeKServe(StubAPIServer):
     """An API server holding one InferenceService and its predictor Deployment, with KServe's status logic."""
 
     def __init__(self, settings: ServingSettings, existing_uri: str | None = OLD, fail_revisions: bool = False,
                  probe_ok: bool = True, never_ready: bool = False):
         self.settings, self.fail, self.probe_ok, self.never_ready = settings, fail_revisions, probe_ok, never_ready
-        self.requests: list[dict[str, Any]] = []
         self.traffic_at_probe: list[Any] = []
-        self.lock = threading.Lock()
         self.isvc: dict[str, Any] | None = None
         self.revs: list[str] = []  # storage URI per revision (index + 1 = revision number)
         self.ready_rev = 0  # latest ready revision number (0 = none)
@@ -58,8 +54,7 @@ class FakeKServe:
         self.observed = 0
         self.dep_generation = 0
         self.dep_uri = None
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.port = self.server.server_address[1]
+        super().__init__()
         if existing_uri:
             self._store(build_inference_service(settings, existing_uri))
             self.ready_rev = self.rolled_out = 1
@@ -147,84 +142,37 @@ class FakeKServe:
                            "updatedReplicas": replicas if rolled else 1, "availableReplicas": replicas}}
 
     # ------------------------------------------------------------------ HTTP
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _record(self) -> dict[str, Any]:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                url = urlsplit(self.path)
-                rec = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                       "content_type": self.headers.get("Content-Type"), "body": json.loads(raw) if raw else None}
-                with fake.lock:
-                    fake.requests.append(rec)
-                return rec
-
-            def _not_found(self) -> None:
-                self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                                 "message": "inferenceservices.serving.kserve.io \"reasoning-ner\" not found"})
-
-            def do_GET(self) -> None:  # noqa: N802
-                rec = self._record()
-                with fake.lock:
-                    if rec["path"] == ISVC_PATH:
-                        if fake.isvc is None:
-                            return self._not_found()
-                        fake.isvc["status"] = fake._status()
-                        return self._send(200, fake.isvc)
-                    if rec["path"] == f"/apis/apps/v1/namespaces/{NS}/deployments/reasoning-ner-predictor":
-                        return self._send(200, fake._deployment())
-                    if rec["path"].startswith("/revisions/") and rec["path"].endswith("/v2/health/ready"):
-                        fake.traffic_at_probe.append(copy.deepcopy(fake.isvc["status"]["components"]["predictor"].get("traffic")))
-                        return self._send(200 if fake.probe_ok else 503, {"ready": fake.probe_ok})
-                self._send(404, {"kind": "Status", "code": 404})
-
-            def do_PATCH(self) -> None:  # noqa: N802
-                rec = self._record()
-                with fake.lock:
-                    if rec["path"] != ISVC_PATH or fake.isvc is None:
-                        return self._not_found()
-                    if rec["content_type"] != "application/merge-patch+json":
-                        return self._send(415, {"kind": "Status", "code": 415})
-                    return self._send(200, fake._patch(rec["body"]))
-
-            def do_POST(self) -> None:  # noqa: N802
-                rec = self._record()
-                with fake.lock:
-                    if rec["path"] != ISVC_PATH.rsplit("/", 1)[0]:
-                        return self._not_found()
-                    fake._store(rec["body"])
-                    return self._send(201, fake.isvc)
-
-        return Handler
-
-    def __enter__(self) -> FakeKServe:
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def route(self, rec: dict[str, Any]) -> Reply:
+        method, path = rec["method"], rec["path"]
+        not_found = (404, k8s_status(404, "NotFound", 'inferenceservices.serving.kserve.io "reasoning-ner" not found'))
+        if method == "GET":
+            if path == ISVC_PATH:
+                if self.isvc is None:
+                    return not_found
+                self.isvc["status"] = self._status()
+                return 200, self.isvc
+            if path == f"/apis/apps/v1/namespaces/{NS}/deployments/reasoning-ner-predictor":
+                return 200, self._deployment()
+            if path.startswith("/revisions/") and path.endswith("/v2/health/ready"):
+                self.traffic_at_probe.append(copy.deepcopy(self.isvc["status"]["components"]["predictor"].get("traffic")))
+                return (200 if self.probe_ok else 503), {"ready": self.probe_ok}
+            return 404, k8s_status(404)
+        if method == "PATCH":
+            if path != ISVC_PATH or self.isvc is None:
+                return not_found
+            if rec["content_type"] != "application/merge-patch+json":
+                return 415, k8s_status(415)
+            return 200, self._patch(rec["body"])
+        if method == "POST" and path == ISVC_PATH.rsplit("/", 1)[0]:
+            self._store(rec["body"])
+            return 201, self.isvc
+        return not_found
 
     def api_client(self) -> client.ApiClient:
         cfg = client.Configuration()
         cfg.host = f"http://127.0.0.1:{self.port}"
         return client.ApiClient(cfg)
 
-    def writes(self) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["method"] in ("PATCH", "POST", "PUT", "DELETE")]
 
 
 def fast(**kw: Any) -> dict[str, Any]:

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -23,6 +18,7 @@ from pipelines.submit import (
     resolve_token,
     submit,
 )
+from tests.stubs import Reply, StubAPIServer
 
 API = "/apis/v2beta1"
 TOKEN = "kfp-token-audience-pipelines.kubeflow.org"
@@ -30,9 +26,11 @@ NS = "team-ner"
 SA = "reasoning-ner-runner"
 
 
-class FakeKFP:
+class FakeKFP(StubAPIServer):
     """Just enough of the KFP v2beta1 REST API: healthz, pipelines (list, upload, upload_version,
     versions), experiments (list, create), runs and recurring runs (create). Records every request."""
+
+    flat_query = True
 
     def __init__(self, pipelines: list[dict[str, Any]] | None = None, experiments: list[dict[str, Any]] | None = None,
                  multi_user: bool = True, require_token: str | None = None):
@@ -41,114 +39,55 @@ class FakeKFP:
         self.experiments = list(experiments or [])
         self.versions: dict[str, list[dict[str, Any]]] = {p["pipeline_id"]: [] for p in self.pipelines}
         self.multi_user = multi_user
-        self.requests: list[dict[str, Any]] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+    def _denied(self, r: dict[str, Any]) -> bool:
+        return bool(self.require_token) and r["auth"] != f"Bearer {self.require_token}"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _record(self) -> dict[str, Any]:
-                url = urlparse(self.path)
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                ctype = self.headers.get("Content-Type", "")
-                body: Any = None
-                if ctype.startswith("multipart/form-data"):
-                    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
-                    body = {part.get_param("name", header="content-disposition"): {
-                        "filename": part.get_filename(), "content": part.get_payload(decode=True)}
-                        for part in msg.iter_parts()}
-                elif raw:
-                    body = json.loads(raw)
-                rec = {"method": self.command, "path": url.path,
-                       "query": {k: v[0] for k, v in parse_qs(url.query).items()},
-                       "auth": self.headers.get("Authorization"), "body": body}
-                fake.requests.append(rec)
-                return rec
-
-            def _denied(self, r: dict[str, Any]) -> bool:
-                if fake.require_token and r["auth"] != f"Bearer {fake.require_token}":
-                    self._send(401, {"code": 16, "message": "Unauthenticated: token audience mismatch"})
-                    return True
-                return False
-
-            def do_GET(self) -> None:  # noqa: N802
-                r = self._record()
-                if self._denied(r):
-                    return
-                path, q = r["path"], r["query"]
-                if path == f"{API}/healthz":
-                    return self._send(200, {"multi_user": fake.multi_user})
-                if path == f"{API}/pipelines":
-                    name = json.loads(q["filter"])["predicates"][0]["stringValue"]
-                    hits = [p for p in fake.pipelines if p["display_name"] == name]
-                    return self._send(200, {"pipelines": hits, "total_size": len(hits)} if hits else {})
-                if path.startswith(f"{API}/pipelines/") and path.endswith("/versions"):
-                    pid = path.split("/")[-2]
-                    versions = sorted(fake.versions.get(pid, []), key=lambda v: v["created_at"], reverse=True)
-                    return self._send(200, {"pipeline_versions": versions[: int(q.get("page_size", 10))],
-                                            "total_size": len(versions)})
-                if path == f"{API}/experiments":
-                    name = json.loads(q["filter"])["predicates"][0]["stringValue"]
-                    hits = [e for e in fake.experiments if e["display_name"] == name
-                            and e.get("namespace", "") == q.get("namespace", "")]
-                    return self._send(200, {"experiments": hits, "total_size": len(hits)} if hits else {})
-                self._send(404, {"code": 5, "message": f"no route {path}"})
-
-            def do_POST(self) -> None:  # noqa: N802
-                r = self._record()
-                if self._denied(r):
-                    return
-                path, q, body = r["path"], r["query"], r["body"]
-                if path == f"{API}/pipelines/upload":
-                    pid = f"p-{len(fake.pipelines) + 1}"
-                    p = {"pipeline_id": pid, "display_name": q["name"], "name": q["name"],
-                         "namespace": q.get("namespace", ""), "created_at": "2026-11-25T10:00:00Z"}
-                    fake.pipelines.append(p)
-                    fake.versions[pid] = [{"pipeline_id": pid, "pipeline_version_id": f"{pid}-v1",
-                                           "display_name": q["name"], "name": q["name"],
-                                           "created_at": "2026-11-25T10:00:00Z"}]
-                    return self._send(200, p)
-                if path == f"{API}/pipelines/upload_version":
-                    pid = q["pipelineid"]
-                    v = {"pipeline_id": pid, "pipeline_version_id": f"{pid}-v{len(fake.versions[pid]) + 1}",
-                         "display_name": q["name"], "name": q["name"], "created_at": "2026-11-25T11:00:00Z"}
-                    fake.versions[pid].append(v)
-                    return self._send(200, v)
-                if path == f"{API}/experiments":
-                    e = {**body, "experiment_id": f"e-{len(fake.experiments) + 1}", "storage_state": "AVAILABLE"}
-                    fake.experiments.append(e)
-                    return self._send(200, e)
-                if path == f"{API}/runs":
-                    return self._send(200, {**body, "run_id": "r-1", "state": "PENDING"})
-                if path == f"{API}/recurringruns":
-                    return self._send(200, {**body, "recurring_run_id": "rr-1", "status": "ENABLED"})
-                self._send(404, {"code": 5, "message": f"no route {path}"})
-
-        return Handler
-
-    def __enter__(self) -> FakeKFP:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def calls(self) -> list[tuple[str, str]]:
-        return [(r["method"], r["path"]) for r in self.requests]
+    def route(self, r: dict[str, Any]) -> Reply:
+        if self._denied(r):
+            return 401, {"code": 16, "message": "Unauthenticated: token audience mismatch"}
+        method, path, q, body = r["method"], r["path"], r["query"], r["body"]
+        if method == "GET":
+            if path == f"{API}/healthz":
+                return 200, {"multi_user": self.multi_user}
+            if path == f"{API}/pipelines":
+                name = json.loads(q["filter"])["predicates"][0]["stringValue"]
+                hits = [p for p in self.pipelines if p["display_name"] == name]
+                return 200, ({"pipelines": hits, "total_size": len(hits)} if hits else {})
+            if path.startswith(f"{API}/pipelines/") and path.endswith("/versions"):
+                pid = path.split("/")[-2]
+                versions = sorted(self.versions.get(pid, []), key=lambda v: v["created_at"], reverse=True)
+                return 200, {"pipeline_versions": versions[: int(q.get("page_size", 10))], "total_size": len(versions)}
+            if path == f"{API}/experiments":
+                name = json.loads(q["filter"])["predicates"][0]["stringValue"]
+                hits = [e for e in self.experiments
+                        if e["display_name"] == name and e.get("namespace", "") == q.get("namespace", "")]
+                return 200, ({"experiments": hits, "total_size": len(hits)} if hits else {})
+        if method == "POST":
+            if path == f"{API}/pipelines/upload":
+                pid = f"p-{len(self.pipelines) + 1}"
+                p = {"pipeline_id": pid, "display_name": q["name"], "name": q["name"],
+                     "namespace": q.get("namespace", ""), "created_at": "2026-11-25T10:00:00Z"}
+                self.pipelines.append(p)
+                self.versions[pid] = [{"pipeline_id": pid, "pipeline_version_id": f"{pid}-v1",
+                                       "display_name": q["name"], "name": q["name"], "created_at": "2026-11-25T10:00:00Z"}]
+                return 200, p
+            if path == f"{API}/pipelines/upload_version":
+                pid = q["pipelineid"]
+                v = {"pipeline_id": pid, "pipeline_version_id": f"{pid}-v{len(self.versions[pid]) + 1}",
+                     "display_name": q["name"], "name": q["name"], "created_at": "2026-11-25T11:00:00Z"}
+                self.versions[pid].append(v)
+                return 200, v
+            if path == f"{API}/experiments":
+                e = {**body, "experiment_id": f"e-{len(self.experiments) + 1}", "storage_state": "AVAILABLE"}
+                self.experiments.append(e)
+                return 200, e
+            if path == f"{API}/runs":
+                return 200, {**body, "run_id": "r-1", "state": "PENDING"}
+            if path == f"{API}/recurringruns":
+                return 200, {**body, "recurring_run_id": "rr-1", "status": "ENABLED"}
+        return 404, {"code": 5, "message": f"no route {path}"}
 
     def one(self, method: str, path: str) -> dict[str, Any]:
         (hit,) = [r for r in self.requests if (r["method"], r["path"]) == (method, path)]

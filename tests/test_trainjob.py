@@ -13,10 +13,8 @@ import socket
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from pydantic import ValidationError
@@ -33,6 +31,7 @@ from reasoning_ner.k8s.trainjob import (
     trainjob_name,
     trainjob_problems,
 )
+from tests.stubs import Reply, StubAPIServer, k8s_status
 
 NS = "ml"
 TOKEN = "test-token"
@@ -252,7 +251,7 @@ def _condition(kind: str, reason: str = "", message: str = "") -> dict[str, Any]
             "lastTransitionTime": "2026-11-25T00:00:00Z"}
 
 
-class FakeTrainer:
+class FakeTrainer(StubAPIServer):
     """Just enough of the API server for TrainJobs, recording every request.
 
     ``script``: the status conditions returned by successive GETs (the last one repeats).
@@ -272,11 +271,9 @@ class FakeTrainer:
         self.reject = reject
         self.run = run
         self.sigterm_on_get = sigterm_on_get
-        self.requests: list[dict[str, Any]] = []
         self.gets = 0
         self.proc: subprocess.Popen | None = None
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__()
 
     def _status(self, name: str) -> dict[str, Any]:
         if self.run is None:
@@ -304,78 +301,43 @@ class FakeTrainer:
         self.argv = argv
         self.proc = subprocess.Popen(argv, env=env, cwd=self.run["cwd"], stdout=self.run["log"], stderr=subprocess.STDOUT)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _record(self) -> tuple[str, dict[str, Any] | None]:
-                url = urlparse(self.path)
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n)) if n else None
-                fake.requests.append({"method": self.command, "path": url.path, "query": parse_qs(url.query),
-                                      "auth": self.headers.get("Authorization"), "body": body})
-                return url.path, body
-
-            def do_POST(self) -> None:  # noqa: N802
-                path, body = self._record()
-                if path != COLLECTION:
-                    return self._send(404, {"kind": "Status", "code": 404})
-                if fake.reject:
-                    return self._send(fake.reject, {"kind": "Status", "code": fake.reject, "reason": "Invalid",
-                                                    "message": "TrainJob.trainer.kubeflow.org is invalid: spec.trainer"})
-                name = body["metadata"]["name"]
-                if name in fake.objects:
-                    return self._send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
-                obj = copy.deepcopy(body)
-                obj["metadata"].update({"uid": "uid-1", "resourceVersion": "1", "generation": 1})
-                obj["status"] = {}
-                fake.objects[name] = obj
-                if fake.run is not None:
-                    fake._start(obj)
-                self._send(201, obj)
-
-            def do_GET(self) -> None:  # noqa: N802
-                path, _ = self._record()
-                name = path.rsplit("/", 1)[-1]
-                if not path.startswith(COLLECTION + "/") or name not in fake.objects:
-                    return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-                fake.gets += 1
-                if fake.gets in fake.failing_gets:
-                    code = fake.failing_gets[fake.gets]
-                    return self._send(code, {"kind": "Status", "code": code, "reason": "ServiceUnavailable"})
-                if fake.sigterm_on_get == fake.gets:  # shortly after this answer, while the client waits
-                    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
-                obj = copy.deepcopy(fake.objects[name])
-                obj["status"] = fake._status(name)
-                self._send(200, obj)
-
-            def do_DELETE(self) -> None:  # noqa: N802
-                path, _ = self._record()
-                name = path.rsplit("/", 1)[-1]
-                if fake.objects.pop(name, None) is None:
-                    return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-                self._send(200, {"kind": "Status", "status": "Success"})
-
-        return Handler
-
-    def __enter__(self) -> FakeTrainer:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
+    def route(self, r: dict[str, Any]) -> Reply:
+        method, path, body = r["method"], r["path"], r["body"]
+        name = path.rsplit("/", 1)[-1]
+        if method == "POST":
+            if path != COLLECTION:
+                return 404, k8s_status(404)
+            if self.reject:
+                return self.reject, k8s_status(self.reject, "Invalid", "TrainJob.trainer.kubeflow.org is invalid: spec.trainer")
+            name = body["metadata"]["name"]
+            if name in self.objects:
+                return 409, k8s_status(409, "AlreadyExists")
+            obj = copy.deepcopy(body)
+            obj["metadata"].update({"uid": "uid-1", "resourceVersion": "1", "generation": 1})
+            obj["status"] = {}
+            self.objects[name] = obj
+            if self.run is not None:
+                self._start(obj)
+            return 201, obj
+        if not path.startswith(COLLECTION + "/") or name not in self.objects:
+            return 404, k8s_status(404, "NotFound")
+        if method == "GET":
+            self.gets += 1
+            if self.gets in self.failing_gets:
+                code = self.failing_gets[self.gets]
+                return code, k8s_status(code, "ServiceUnavailable")
+            if self.sigterm_on_get == self.gets:  # shortly after this answer, while the client waits
+                threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            obj = copy.deepcopy(self.objects[name])
+            obj["status"] = self._status(name)
+            return 200, obj
+        if method == "DELETE":
+            del self.objects[name]
+            return 200, {"kind": "Status", "status": "Success"}
+        return 405, k8s_status(405)
 
     def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
 
@@ -388,8 +350,6 @@ class FakeTrainer:
         cfg.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(cfg)
 
-    def calls(self) -> list[tuple[str, str]]:
-        return [(r["method"], r["path"]) for r in self.requests]
 
 
 def _run(fake: FakeTrainer, obj: dict[str, Any], **kw: Any):
