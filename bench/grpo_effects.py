@@ -48,14 +48,13 @@ from reasoning_ner.rewards import length_penalty  # noqa: E402
 SFT_SEED = 0
 HELDOUT_N = 100
 HELDOUT_SEED = 1234
-#: GRPO run of both experiments, on top of the tiny-cpu profile: the tiny-cpu values proposed for
-#: config.py, spelled out so the measurement does not depend on the profile (no-ops once it has them).
-GRPO_OVERRIDES: list[str] = [
-    "grpo.learning_rate=5e-4", "grpo.beta=0.04", "grpo.num_generations=4", "grpo.num_iterations=1",
-    "grpo.per_device_train_batch_size=16", "grpo.gradient_accumulation_steps=1", "grpo.rl_sample_size=128",
-    "grpo.max_prompt_length=160", "grpo.max_completion_length=64", "grpo.temperature=0.9",
-]
-LENGTH_WEIGHT = 4.0
+#: Both experiments run the tiny-cpu profile's GRPO settings (config.py) unchanged; ``--set`` adds
+#: overrides when exploring (recorded in the results).
+GRPO_OVERRIDES: list[str] = []
+LENGTH_WEIGHT = 8.0
+#: The length experiment also rewards the format (one closed <think> block first): measured without
+#: it, a seed learned to drop the block altogether to dodge the length penalty.
+FORMAT_WEIGHT = 1.0
 BUDGET_BELOW_MEDIAN = 1
 EXPERIMENTS = ("f1_schema", "length")
 
@@ -72,22 +71,9 @@ def _sft_bench() -> Any:
 
 
 def train_recipe_sft(prepared_dir: Path, work: Path, seed: int = SFT_SEED) -> Path:
-    """The SFT checkpoint GRPO starts from, built exactly as tests/test_sft.py's ``sft_model``
-    fixture builds it (bench/sft_learning.py RECIPE, seed 0): tiny base model, offline compact
-    chains, tiny-cpu SFT. Returns the model directory."""
-    from reasoning_ner.modeling import init_tiny
-    from reasoning_ner.records import write_jsonl
-    from reasoning_ner.training.sft import train_sft
-
-    sft_bench = _sft_bench()
-    recipe = sft_bench.RECIPE
-    cfg = load_config(profile=recipe["profile"], overrides=[*recipe["overrides"], f"seed={seed}", f"model.tiny.seed={seed}"])
-    base = work / "tiny-base"
-    init_tiny(base, cfg.model.tiny, data_dir=prepared_dir, prompt_cfg=cfg.prompt)
-    train_file = work / "cot-train.jsonl"
-    write_jsonl(train_file, sft_bench.offline_cot_records(prepared_dir, recipe["train_counts"], seed, recipe["chain_style"]))
-    summary = train_sft(cfg, [train_file], work / "sft", base_model=str(base), resume=False, progress=False)
-    return Path(summary["model_dir"])
+    """The SFT checkpoint GRPO starts from: bench/sft_learning.py's recipe (the tiny-cpu profile as
+    `make run` trains it), the same run as tests/conftest.py's ``sft_model`` fixture. Returns the model directory."""
+    return _sft_bench().train_recipe(prepared_dir, work, seed)["model_dir"]
 
 
 def heldout_records(prepared_dir: Path, n: int = HELDOUT_N) -> list[NERRecord]:
@@ -98,7 +84,8 @@ def heldout_records(prepared_dir: Path, n: int = HELDOUT_N) -> list[NERRecord]:
 def experiment_config(name: str, seed: int, budget: int) -> Config:
     overrides = [*GRPO_OVERRIDES, f"seed={seed}"]
     if name == "length":
-        overrides += [f"grpo.reward_length_weight={LENGTH_WEIGHT}", f"grpo.think_token_budget={budget}"]
+        overrides += [f"grpo.reward_length_weight={LENGTH_WEIGHT}", f"grpo.think_token_budget={budget}",
+                      f"grpo.reward_format_weight={FORMAT_WEIGHT}"]
     elif name != "f1_schema":
         raise ValueError(f"unknown experiment {name!r}")
     return load_config(profile="tiny-cpu", overrides=overrides)
@@ -175,7 +162,7 @@ def summarize(sft_dir: Path, records_n: int, before: dict[str, Any], runs: list[
         "heldout": {"dataset": "conll2003", "split": "dev", "n": records_n, "seed": HELDOUT_SEED},
         "settings": {
             "sft_recipe": _sft_bench().RECIPE, "sft_seed": SFT_SEED, "grpo_overrides": GRPO_OVERRIDES,
-            "length_weight": LENGTH_WEIGHT, "budget_below_median": BUDGET_BELOW_MEDIAN,
+            "length_weight": LENGTH_WEIGHT, "format_weight": FORMAT_WEIGHT, "budget_below_median": BUDGET_BELOW_MEDIAN,
             "budget": before["think_token_budget"],
             "grpo": experiment_config("f1_schema", 0, before["think_token_budget"]).grpo.model_dump(),
         },

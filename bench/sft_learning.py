@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-#: The learning-check recipe shared with tests/test_sft.py (a test asserts they are equal).
+#: The learning-check recipe: the tiny-cpu profile exactly as `make run` trains it (its defaults,
+#: the offline-teacher CoT data the pipeline's synthesis step builds), plus the held-out sample.
+#: tests/conftest.py's ``sft_model`` fixture trains it with seed 0 (one of the measured seeds).
 RECIPE: dict[str, Any] = {
     "profile": "tiny-cpu",
-    "train_counts": {"conll2003": 8000, "pile_ner": 100},
-    "chain_style": "compact",
-    "overrides": ["sft.max_steps=260", "sft.save_steps=0", "sft.logging_steps=10"],
+    "overrides": ["sft.save_steps=0"],
     "eval_dataset": "conll2003",
     "eval_split": "test",
     "eval_n": 200,
@@ -52,7 +52,7 @@ RECIPE: dict[str, Any] = {
 
 
 def offline_cot_records(prepared_dir: Path, counts: dict[str, int], seed: int, style: str = "compact") -> list[Any]:
-    """A seeded sample of train-split records per dataset, each with an offline-teacher chain."""
+    """A seeded sample of train-split records per dataset, each with an offline-teacher chain (speed bench)."""
     from reasoning_ner.cot.offline import offline_chain
     from reasoning_ner.records import read_records
 
@@ -65,6 +65,48 @@ def offline_cot_records(prepared_dir: Path, counts: dict[str, int], seed: int, s
             rec.meta = {**rec.meta, "teacher": "offline-gold-v1", "chain_style": style}
             out.append(rec)
     return out
+
+
+def pipeline_cot(prepared_dir: Path, out_dir: Path, cfg: Any) -> Path:
+    """The CoT file the pipeline's synthesis step builds for ``cfg`` (offline teacher over
+    ``data.train_datasets``, evaluation sentences dropped, ``cot.max_records_per_dataset`` cap)."""
+    from reasoning_ner.cot.synthesize import synthesize
+    from reasoning_ner.validation import find_eval_files
+
+    inputs = [Path(prepared_dir) / name / "train.jsonl" for name in cfg.data.train_datasets]
+    synthesize(inputs, out_dir, cfg.cot, cfg.data.zero_shot_datasets, False, find_eval_files(prepared_dir))
+    return out_dir / "accepted.jsonl"
+
+
+def train_recipe(prepared_dir: Path, work: Path, seed: int, recipe: dict[str, Any] = RECIPE, tag: str = "") -> dict[str, Any]:
+    """Build the tiny base model (init seed ``seed``), train SFT on the pipeline's CoT data with
+    training seed ``seed``, and score the untrained and trained models on the held-out sample."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reasoning_ner.config import load_config
+    from reasoning_ner.modeling import init_tiny
+    from reasoning_ner.training.generate import generate_and_score
+    from reasoning_ner.training.sft import train_sft
+
+    cfg = load_config(profile=recipe["profile"], overrides=[*recipe["overrides"], f"seed={seed}", f"model.tiny.seed={seed}"])
+    base_dir = work / f"tiny-seed{seed}"
+    if not (base_dir / "config.json").is_file():
+        init_tiny(base_dir, cfg.model.tiny, data_dir=prepared_dir, prompt_cfg=cfg.prompt)
+    train_file = pipeline_cot(prepared_dir, work / f"cot-seed{seed}", cfg)
+    evals = eval_sample(prepared_dir, recipe)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    untrained, _ = generate_and_score(AutoModelForCausalLM.from_pretrained(base_dir), tokenizer, evals, cfg.prompt,
+                                      recipe["max_new_tokens"])
+    started = time.perf_counter()
+    summary = train_sft(cfg, [train_file], work / f"sft{tag}-seed{seed}", base_model=str(base_dir), resume=False,
+                        progress=False, lineage={"recipe": "bench/sft_learning.py RECIPE", "seed": seed})
+    seconds = time.perf_counter() - started
+    t0 = time.perf_counter()
+    trained, generations = generate_and_score(AutoModelForCausalLM.from_pretrained(summary["model_dir"]), tokenizer, evals,
+                                              cfg.prompt, recipe["max_new_tokens"])
+    return {"cfg": cfg, "base_dir": base_dir, "model_dir": Path(summary["model_dir"]), "output_dir": work / f"sft{tag}-seed{seed}",
+            "train_file": train_file, "eval_records": evals, "summary": summary, "untrained": untrained, "trained": trained,
+            "generations": generations, "seconds": seconds, "eval_generation_seconds": time.perf_counter() - t0}
 
 
 def eval_sample(prepared_dir: Path, recipe: dict[str, Any] = RECIPE) -> list[Any]:
@@ -128,7 +170,7 @@ def run_speed(prepared: Path, work: Path, steps: int, rounds: int) -> dict[str, 
         profile=RECIPE["profile"],
         overrides=[f"sft.max_steps={steps}", "sft.save_steps=0", f"sft.logging_steps={steps}", "sft.warmup_ratio=0"],
     )
-    records = offline_cot_records(prepared, RECIPE["train_counts"], seed=0)
+    records = offline_cot_records(prepared, {"conll2003": 14000, "pile_ner": 100}, seed=0)
     data = work / "speed.jsonl"
     write_jsonl(data, records)
     records = load_sft_records([data], cfg)
@@ -191,39 +233,16 @@ def run_speed(prepared: Path, work: Path, steps: int, rounds: int) -> dict[str, 
 def run_learn(
     prepared: Path, work: Path, seeds: list[int], recipe: dict[str, Any] = RECIPE, tag: str = ""
 ) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from reasoning_ner.config import load_config
-    from reasoning_ner.records import write_jsonl
-    from reasoning_ner.training.generate import generate_and_score
-    from reasoning_ner.training.sft import train_sft
-
-    evals = eval_sample(prepared)
     results = []
     for seed in seeds:
-        tiny = build_tiny(prepared, work / f"tiny-seed{seed}", seed)
-        cfg = load_config(profile=recipe["profile"], overrides=[*recipe["overrides"], f"seed={seed}"])
-        data = work / f"cot-seed{seed}.jsonl"
-        write_jsonl(data, offline_cot_records(prepared, recipe["train_counts"], seed, recipe["chain_style"]))
-        tok = AutoTokenizer.from_pretrained(tiny)
-        base = AutoModelForCausalLM.from_pretrained(tiny)
-        untrained, _ = generate_and_score(base, tok, evals, cfg.prompt, recipe["max_new_tokens"])
-        started, cpu_started = time.perf_counter(), time.process_time()
-        summary = train_sft(
-            cfg, [data], work / f"sft{tag}-seed{seed}", base_model=str(tiny), resume=False, progress=False,
-            trainer_args=recipe.get("trainer_args"),
-        )
-        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        trained_model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
-        t0 = time.perf_counter()
-        trained, gens = generate_and_score(trained_model, tok, evals, cfg.prompt, recipe["max_new_tokens"])
-        gen_seconds = time.perf_counter() - t0
+        run = train_recipe(prepared, work, seed, recipe, tag)
+        summary, trained, untrained = run["summary"], run["trained"], run["untrained"]
         row = {
             "seed": seed,
             "steps": summary["steps"],
+            "train_examples": summary["examples"],
             "train_seconds": summary["train_seconds"],
-            "total_seconds": round(seconds, 1),
-            "train_cpu_seconds": round(cpu_seconds, 1),
+            "total_seconds": round(run["seconds"], 1),
             "loss_first": summary["train_loss_first"],
             "loss_last": summary["train_loss_last"],
             "untrained_parse_rate": untrained["parse_rate"],
@@ -233,13 +252,13 @@ def run_learn(
             "precision": trained["precision"],
             "recall": trained["recall"],
             "per_label_f1": trained["per_label_f1"],
-            "eval_generation_seconds": round(gen_seconds, 1),
-            "example_generations": gens[:3],
+            "eval_generation_seconds": round(run["eval_generation_seconds"], 1),
+            "example_generations": run["generations"][:3],
             "machine": load_info(),
         }
         print(json.dumps({k: v for k, v in row.items() if k != "example_generations"}), flush=True)
         results.append(row)
-    keys = ["loss_first", "loss_last", "parse_rate", "f1", "untrained_parse_rate", "untrained_f1"]
+    keys = ["loss_first", "loss_last", "parse_rate", "f1", "untrained_parse_rate", "untrained_f1", "train_seconds"]
     agg = {
         k: {"min": min(r[k] for r in results), "max": max(r[k] for r in results), "mean": statistics.mean(r[k] for r in results)}
         for k in keys
@@ -257,7 +276,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sft_learning.json")
     parser.add_argument("--override", action="append", default=[], help="explore: extra config override (not RECIPE)")
-    parser.add_argument("--trainer-args", default=None, help="explore: JSON of SFTConfig fields (not RECIPE)")
     parser.add_argument("--tag", default="", help="explore: name suffix of the run folders")
     ns = parser.parse_args(argv)
     work = ns.work or Path(tempfile.mkdtemp(prefix="sft-bench-"))
@@ -270,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         results["speed"] = run_speed(prepared, work, ns.steps, ns.rounds)
         print(json.dumps(results["speed"], indent=2))
     if ns.what in ("learn", "all"):
-        recipe = dict(RECIPE)
-        if ns.override or ns.trainer_args:
-            recipe["overrides"] = [*RECIPE["overrides"], *ns.override]
-            recipe["trainer_args"] = {**RECIPE.get("trainer_args", {}), **json.loads(ns.trainer_args or "{}")}
+        recipe = {**RECIPE, "overrides": [*RECIPE["overrides"], *ns.override]}
         results["learn"] = run_learn(prepared, work, ns.seeds, recipe, ns.tag)
         print(json.dumps(results["learn"]["aggregate"], indent=2))
     ns.out.parent.mkdir(parents=True, exist_ok=True)

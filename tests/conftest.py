@@ -31,3 +31,36 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pa
     out = tmp_path_factory.mktemp("prepared")
     prepare("all", data_dir, out, progress=False)
     return out
+
+
+def _bench(name: str):
+    """A module of bench/: the learning checks re-run a seed that the bench measured, with its code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def sft_bench():
+    return _bench("sft_learning")
+
+
+@pytest.fixture(scope="session")
+def grpo_bench():
+    return _bench("grpo_effects")
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path, sft_bench) -> dict:
+    """The tiny-cpu profile trained exactly as `make run` trains it (bench/sft_learning.py RECIPE,
+    seed 0, a measured seed), with held-out scores before and after. Trained once per session
+    (about 6 minutes on 2 cores); the SFT and GRPO learning checks share it.
+
+    Keys: cfg, base_dir, model_dir, output_dir, train_file, eval_records, summary, untrained,
+    trained, generations.
+    """
+    return sft_bench.train_recipe(prepared_dir, tmp_path_factory.mktemp("sft-recipe"), seed=0)

@@ -69,7 +69,13 @@ def _rec() -> NERRecord:
 
 
 def test_offline_chains_walk_the_schema() -> None:
-    assert compact_chain(_rec()) == "location: Warsaw; organization: none; person: Marie Curie."
+    assert compact_chain(_rec()) == "Candidates: Marie Curie; Warsaw."
+    assert compact_chain(NERRecord("y", "the cat sat", [], ["person"], "t", "train")) == "Candidates: none."
+    # Gold spans are always candidates, lower-case and inside capitalized runs too, in sentence order.
+    text = "Nikolaus van der Pas told Reuters the cat ate"
+    rec = NERRecord("z", text, [Entity(0, 20, "person", "Nikolaus van der Pas"), Entity(37, 40, "animal", "cat")],
+                    ["person", "animal"], "t", "train")
+    assert compact_chain(rec) == "Candidates: Nikolaus; Nikolaus van der Pas; Pas; Reuters; cat."
     full = full_chain(_rec())
     assert full.index("location:") < full.index("organization:") < full.index("person:")
     assert '"Warsaw" appears after "in" and before "."' not in full  # '.' is not a word

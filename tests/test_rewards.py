@@ -207,6 +207,18 @@ def test_build_reward_funcs_from_config():
     pickle.dumps(funcs)  # picklable: accelerate / multiprocessing may need it
 
 
+def test_build_reward_funcs_warns_about_length_without_format(caplog):
+    g = SimpleNamespace(reward_f1_weight=10, reward_schema_weight=1, reward_format_weight=0, reward_length_weight=2, think_token_budget=8)
+    with caplog.at_level("WARNING", logger="reasoning_ner.rewards"):
+        build_reward_funcs(g)
+    assert "dropping the <think> block" in caplog.text
+    caplog.clear()
+    g.reward_format_weight = 1
+    with caplog.at_level("WARNING", logger="reasoning_ner.rewards"):
+        build_reward_funcs(g)
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -188,7 +188,11 @@ def data_fetch(
 @cot_app.command("synthesize")
 def cot_synthesize(
     ctx: typer.Context,
-    input: Annotated[list[Path], typer.Option("--input", "-i", help="Canonical training JSONL (repeatable).")],
+    input: Annotated[
+        Optional[list[Path]],
+        typer.Option("--input", "-i", help="Canonical training JSONL (repeatable; default: the train split of each "
+                     "data.train_datasets under data.prepared_dir)."),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: config cot.out_dir).")] = None,
     teacher_url: Annotated[
         Optional[str], typer.Option(help="OpenAI-compatible base URL (e.g. http://vllm:8000/v1); unset = offline teacher.")
@@ -217,6 +221,8 @@ def cot_synthesize(
             extra.append(f"cot.{key}={value}")
     cfg = get_config(ctx, extra)
     out_dir = out or Path(cfg.cot.out_dir)
+    if not input:
+        input = [Path(cfg.data.prepared_dir) / name / "train.jsonl" for name in cfg.data.train_datasets]
     try:
         from .validation import find_eval_files
 
@@ -423,10 +429,12 @@ def pipeline_run_local(
         params[name] = yaml.safe_load(value)
     summary = run_local(work, profile=opts.get("profile") or "tiny-cpu", **params)
     stdout.print_json(json.dumps(summary))
-    stdout.print(f"decision: [bold]{summary['decision']}[/]; evaluation report (HTML): {summary['report']}")
+    # soft_wrap: long paths stay on one line, so they can be copied.
+    stdout.print(f"decision: [bold]{summary['decision']}[/] after {summary['seconds']} s", soft_wrap=True)
+    stdout.print(f"evaluation report (HTML): {summary['report']}", soft_wrap=True)
     if summary["champion"]:
-        stdout.print(f"champion model: {summary['champion']['model_uri']}")
-        stdout.print(f"serve it: rner serve --model {summary['champion']['model_uri']}")
+        stdout.print(f"champion model: {summary['champion']['model_uri']}", soft_wrap=True)
+        stdout.print(f"serve it: rner serve --model {summary['champion']['model_uri']}", soft_wrap=True)
 
 
 @pipeline_app.command("submit")

@@ -43,7 +43,9 @@ Edge cases (tested in ``tests/test_rewards.py``):
   paper metric does.
 * **Duplicates and case/punctuation**: spans are SQuAD-normalized and compared as sets, so a
   repeated span or ``"the Nile"`` vs ``"Nile"`` counts once / matches.
-* **Length**: a completion with no ``<think>`` block has 0 thinking tokens (no penalty); an
+* **Length**: a completion with no ``<think>`` block has 0 thinking tokens (no penalty: pair
+  the length term with the format term, which requires the block, or the policy can drop its
+  reasoning altogether, as measured on the tiny model); an
   unclosed block counts everything after ``<think>``. Tokens are counted with the tokenizer when
   one is given (``len(tokenizer(reasoning, add_special_tokens=False).input_ids)``, the unit the
   policy generates in), otherwise as whitespace-separated words (a tokenizer-free proxy: about
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +90,8 @@ GOLD_COLUMN = "gold"
 SCHEMA_COLUMN = "schema"
 
 RewardFunc = Callable[..., list[float]]
+
+logger = logging.getLogger(__name__)
 
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>")
 _FORMAT = re.compile(r"^<think>(?P<think>.*?)</think>(?P<answer>.*)$", re.DOTALL)
@@ -305,7 +310,7 @@ def build_reward_funcs(grpo_cfg: Any, tokenizer: Any | None = None) -> tuple[lis
     F1, schema, format, length (the order of ``GRPOConfig.reward_weights``).
 
     Raises ValueError for a negative weight, for all weights zero, and for a length weight
-    without ``think_token_budget``.
+    without ``think_token_budget``; warns about a length weight without a format weight.
     """
     terms: list[tuple[str, float, RewardFunc | None]] = [
         ("reward_f1_weight", grpo_cfg.reward_f1_weight, f1_reward),
@@ -329,4 +334,11 @@ def build_reward_funcs(grpo_cfg: Any, tokenizer: Any | None = None) -> tuple[lis
         weights.append(float(weight))
     if not funcs:
         raise ValueError("every grpo.reward_*_weight is 0: GRPO needs at least one reward term")
+    if grpo_cfg.reward_length_weight > 0 and grpo_cfg.reward_format_weight == 0:
+        # Measured (docs/grpo.md): with only F1 + schema + length, a policy can drop the <think>
+        # block altogether (0 thinking tokens, no penalty) when F1 does not depend on it.
+        logger.warning(
+            "grpo.reward_length_weight > 0 without grpo.reward_format_weight: nothing stops the policy from "
+            "dropping the <think> block to avoid the length penalty; consider reward_format_weight=1"
+        )
     return funcs, weights

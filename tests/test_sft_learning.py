@@ -1,0 +1,61 @@
+"""Stage 2 learning checks on the tiny-cpu profile, as `make run` trains it: SFT lowers the
+training loss, and the trained model answers parseably for far more held-out CoNLL-2003 test
+sentences than the untrained one and finds some entities (the tiny-cpu gate of the issue:
+parse rate >= 0.8, paper-parity F1 > 0.03).
+
+The session fixture ``sft_model`` (tests/conftest.py) trains seed 0 of bench/sft_learning.py's
+recipe; the bench measured seeds 0, 1 and 2 (docs/training.md, bench/results/sft_learning.json)
+and every bound below holds for all three with the margin noted. The training mechanics
+(masking, loss, LoRA, resume, ...) are tested on a micro model in tests/test_sft.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reasoning_ner.config import load_config
+from reasoning_ner.records import read_jsonl
+from tests.checks import assert_exported_model
+
+# Seeds 0 / 1 / 2 measured (docs/training.md "Measured on tiny-cpu"): loss drop 7.77 / 7.41 / 7.23,
+# parse 0.975 / 0.940 / 0.970 (untrained 0 in every seed), F1 0.088 / 0.085 / 0.125.
+MIN_LOSS_DROP = 5.0  # loss at the first logged step minus loss at the last (noisy per batch)
+MIN_PARSE_RATE = 0.8  # the tiny-cpu gate
+MIN_PARSE_GAIN = 0.5  # trained minus untrained parse rate
+MIN_F1 = 0.03  # the tiny-cpu gate
+
+
+def test_recipe_is_the_profile_make_run_trains(sft_model: dict[str, Any]) -> None:
+    """The checks below are about the shipped defaults, not a test-only configuration."""
+    trained_with = sft_model["cfg"]
+    shipped = load_config(profile="tiny-cpu")
+    assert trained_with.sft.model_dump(exclude={"save_steps"}) == shipped.sft.model_dump(exclude={"save_steps"})
+    assert trained_with.cot == shipped.cot and trained_with.data.train_datasets == shipped.data.train_datasets
+
+
+def test_sft_lowers_training_loss(sft_model: dict[str, Any]) -> None:
+    s = sft_model["summary"]
+    assert s["steps"] == sft_model["cfg"].sft.max_steps
+    assert s["train_loss_first"] - s["train_loss_last"] >= MIN_LOSS_DROP, s
+
+
+def test_trained_model_answers_parseably_and_finds_entities(sft_model: dict[str, Any]) -> None:
+    before, after = sft_model["untrained"], sft_model["trained"]
+    assert after["n"] == len(sft_model["eval_records"]) == 200
+    assert after["parse_rate"] >= MIN_PARSE_RATE, after
+    assert after["parse_rate"] - before["parse_rate"] >= MIN_PARSE_GAIN, (before, after)
+    assert after["f1"] > MIN_F1, after
+
+
+def test_exported_model_loads_with_card_and_curves(sft_model: dict[str, Any]) -> None:
+    model_dir, out = sft_model["model_dir"], sft_model["output_dir"]
+    # tiny-cpu trains on CoNLL-2003 only: its research-only terms, no CC BY-NC claim.
+    assert_exported_model(model_dir, ("## Base model", str(sft_model["base_dir"]), "research use only",
+                                      "| learning_rate | 0.002 |", "| train_loss_last |", "md5", "accepted.jsonl",
+                                      "bench/sft_learning.py RECIPE"), card_absent=("CC BY-NC",))
+    history = json.loads((out / "log_history.json").read_text())
+    assert sum("loss" in e for e in history) >= 20
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "summary.json").read_text())["model_dir"] == str(model_dir)
+    assert next(iter(read_jsonl(sft_model["train_file"])))["cot"].startswith("Candidates: ")
