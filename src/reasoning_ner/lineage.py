@@ -113,7 +113,8 @@ def _looks_like_location(remote: str) -> bool:
     return "://" in remote or remote.startswith(("/", ".", "~")) or os.sep in remote or "/" in remote
 
 
-def _file_md5(path: Path) -> str:
+def file_md5(path: Path) -> str:
+    """MD5 of a file, read in 1 MiB blocks (DVC's content hash for a single file)."""
     h = hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -396,7 +397,7 @@ def _verify(
         expected = dvc_info.get("md5")
         entry = dvc_info.get("entry")
         hash_name = getattr(getattr(entry, "hash_info", None), "name", "md5") if entry is not None else "md5"
-        actual = _file_md5(local_file)
+        actual = file_md5(local_file)
         # "md5" is DVC 3's plain md5; DVC 2's "md5-dos2unix" hashes differently for text, skip those.
         if expected and hash_name == "md5" and actual != expected:
             raise ValueError(f"{where}: {src} has md5 {actual}, DVC recorded {expected}; the remote copy is corrupt")

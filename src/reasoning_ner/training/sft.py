@@ -70,6 +70,7 @@ from transformers.modeling_outputs import ModelOutput
 from trl import SFTConfig, SFTTrainer
 
 from ..config import Config, ConfigError, SFTSection, config_fingerprint, load_config
+from ..lineage import file_md5
 from ..prompt import IM_END, chatml, render_prompt, render_target
 from ..records import NERRecord, RecordError, read_jsonl, write_json
 
@@ -706,18 +707,10 @@ def last_checkpoint(checkpoint_dir: Path | str) -> str | None:
     return get_last_checkpoint(str(path)) if path.is_dir() else None
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_lineage(train_files: Sequence[Path], records: Sequence[NERRecord]) -> dict[str, Any]:
     teachers = Counter(str(r.meta.get("teacher", "unknown")) for r in records)
     return {
-        "train_files": [{"path": str(p), "md5": _md5(Path(p)), "bytes": Path(p).stat().st_size} for p in train_files],
+        "train_files": [{"path": str(p), "md5": file_md5(Path(p)), "bytes": Path(p).stat().st_size} for p in train_files],
         "records_per_dataset": dict(sorted(Counter(r.dataset for r in records).items())),
         "cot_teachers": dict(teachers),
     }
