@@ -247,6 +247,30 @@ def test_corpus_from_prepared_round_robin_and_limits(tmp_path):
     assert not any(t.startswith(("mit_movie", "alpha-test")) for t in everything)
     assert corpus_from_prepared(tmp_path, limit=0) == []
     assert corpus_from_prepared(tmp_path / "missing", limit=10) == []
+    only_beta = corpus_from_prepared(tmp_path, limit=100, datasets=["beta", "mit_movie"])  # zero-shot stays out
+    assert [t.split(" sentence ")[0] for t in only_beta] == ["beta"]
+
+
+def _contains(haystack: list[int], needle: list[int]) -> bool:
+    return any(haystack[i : i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
+
+
+def test_isolated_space_makes_names_the_same_ids_in_sentence_and_json():
+    corpus = builtin_corpus()
+    sentence = "Talks between Nikolaus van der Pas and Mexico City ended on 12 March ."
+    names = ["Nikolaus van der Pas", "Mexico City", "12 March"]
+    merged = train_tokenizer(corpus, vocab_size=800)
+    isolated = train_tokenizer(corpus, vocab_size=800, space_before_names="isolated")
+    for tok in (merged, isolated):  # both stay lossless
+        assert tok.decode(tok(sentence)["input_ids"]) == sentence
+    ids = isolated(sentence)["input_ids"]
+    assert all(_contains(ids, isolated(name)["input_ids"]) for name in names)
+    assert isolated.tokenize(" Pas")[0] == "Ġ"  # the space is its own token before a name...
+    assert isolated.tokenize(" van")[0].startswith("Ġ")  # ...but still merged into lowercase words
+    # GPT-2 style: inside a sentence a name carries its leading space, in the JSON answer it does not.
+    assert not any(_contains(merged(sentence)["input_ids"], merged(name)["input_ids"]) for name in names)
+    with pytest.raises(ValueError, match="space_before_names"):
+        train_tokenizer(corpus, vocab_size=800, space_before_names="split")
 
 
 def test_init_tiny_uses_prepared_data(tmp_path):
@@ -254,6 +278,11 @@ def test_init_tiny_uses_prepared_data(tmp_path):
     _write_jsonl(data / "alpha" / "train.jsonl", [_record("alpha", i) for i in range(5)])
     summary = init_tiny(tmp_path / "tiny", SMALL, data_dir=data)
     assert summary["corpus_texts"] == len(builtin_corpus()) + 5
+    _write_jsonl(data / "beta" / "train.jsonl", [_record("beta", i) for i in range(3)])
+    only_beta = SMALL.model_copy(update={"tokenizer_datasets": ["beta"], "space_before_names": "isolated"})
+    summary = init_tiny(tmp_path / "tiny", only_beta, data_dir=data)
+    assert summary["corpus_texts"] == len(builtin_corpus()) + 3
+    assert AutoTokenizer.from_pretrained(tmp_path / "tiny").tokenize(" Ada")[0] == "Ġ"  # the setting is saved
 
 
 def test_load_error_for_unknown_hub_name_offline():

@@ -78,6 +78,12 @@ class PromptConfig(_Section):
 class TinyModelConfig(_Section):
     architecture: Literal["qwen3", "qwen2"] = "qwen3"
     vocab_size: int = Field(6000, ge=300, description="Byte-level BPE vocabulary size (incl. special tokens).")
+    space_before_names: Literal["merged", "isolated"] = Field(
+        "merged",
+        description="merged: a word carries its leading space (GPT-2 style, 'ĠGerman'); isolated: the space before "
+        "a capitalized word or a number is a token of its own, so a name has the same token ids in the sentence, "
+        "the chain and the JSON answer and copying it is exact.",
+    )
     hidden_size: int = Field(256, ge=16)
     intermediate_size: int = Field(768, ge=16)
     num_hidden_layers: int = Field(4, ge=1)
@@ -90,6 +96,9 @@ class TinyModelConfig(_Section):
     seed: int = 0
     tokenizer_corpus_limit: int = Field(
         20000, ge=0, description="Max prepared training records used to train the tokenizer."
+    )
+    tokenizer_datasets: list[str] | None = Field(
+        None, description="Prepared datasets whose training records train the tokenizer; None: every non-zero-shot one."
     )
 
 
