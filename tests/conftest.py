@@ -58,7 +58,7 @@ def grpo_bench():
 def sft_model(tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path, sft_bench) -> dict:
     """The tiny-cpu profile trained exactly as `make run` trains it (bench/sft_learning.py RECIPE,
     seed 0, a measured seed), with held-out scores before and after. Trained once per session
-    (about 6 minutes on 2 cores); the SFT and GRPO learning checks share it.
+    (about 9 minutes on 2 cores); the SFT and GRPO learning checks share it.
 
     Keys: cfg, base_dir, model_dir, output_dir, train_file, eval_records, summary, untrained,
     trained, generations.

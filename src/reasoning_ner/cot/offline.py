@@ -2,8 +2,9 @@
 
 ``full`` walks the schema type by type and justifies each gold entity from its context (the
 words around it); ``compact`` lists the sentence's capitalized spans as candidates (~15 tokens,
-the tiny-cpu model's sequence budget). Because the chains are built from the gold annotation, verification rejects almost
-nothing locally; rejection behaviour is exercised with the stub HTTP teacher in the tests.
+the tiny-cpu model's sequence budget). Because the chains are built from the gold annotation,
+verification rejects almost nothing locally; rejection behaviour is exercised with the stub HTTP
+teacher in the tests.
 
 ``full`` is closer to what a reasoning LLM writes; the GPU profiles use a real teacher anyway.
 """
