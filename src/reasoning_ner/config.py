@@ -170,7 +170,15 @@ class SFTSection(_Section):
     bf16: bool = True
     gradient_checkpointing: bool = True
     padding_free: bool = True
-    use_liger_kernel: bool = True
+    use_liger_kernel: bool = Field(
+        True, description="Liger's fused RMSNorm/SwiGLU/RoPE kernels on CUDA (needs liger-kernel: a CUDA run fails early "
+        "without it). The LM head/loss stays the completion-only one (trl's chunked kernel); Liger's fused CE is not used."
+    )
+    torch_compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (regional, dynamic shapes).")
+    bf16_weights: bool = Field(
+        False, description="CUDA, full fine-tuning: weights and gradients in bf16, the optimizer keeps an fp32 master copy "
+        "(AdamW on fp32; never pure bf16). Off: fp32 weights under bf16 autocast."
+    )
     attn_implementation: str | None = Field("flash_attention_2", description="Used only when installed and on GPU.")
     logging_steps: int = 10
     save_steps: int = 500
@@ -206,6 +214,13 @@ class GRPOSection(_Section):
     gradient_checkpointing: bool = True
     use_vllm: bool = False
     vllm_mode: Literal["server", "colocate"] = "server"
+    generation_cache: Literal["dynamic", "static"] = Field(
+        "dynamic", description="KV cache of transformers generate (without vLLM); static is sized once to "
+        "max_prompt_length + max_completion_length, so a compiled decode step never recompiles."
+    )
+    compile_generation: bool = Field(
+        False, description="CUDA, without vLLM: torch.compile the decode step (CUDA graphs); needs generation_cache=static."
+    )
     reward_f1_weight: float = 10.0
     reward_schema_weight: float = 1.0
     reward_format_weight: float = 0.0
@@ -217,6 +232,12 @@ class GRPOSection(_Section):
     logging_steps: int = 1
     save_steps: int = 200
     output_dir: str = "work/models/grpo"
+
+    @model_validator(mode="after")
+    def _compiled_decode_needs_static_cache(self) -> GRPOSection:
+        if self.compile_generation and self.generation_cache != "static":
+            raise ValueError("grpo.compile_generation needs grpo.generation_cache=static (a dynamic cache recompiles every step)")
+        return self
 
 
 class EvalSection(_Section):

@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "GRPOError",
     "GRPO_EXTRA_DEFAULTS",
+    "apply_generation_settings",
     "build_grpo_config",
     "build_peft_config",
     "evaluate_policy",
@@ -231,6 +232,11 @@ def grpo_config_kwargs(
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
+    if not g.use_vllm and on_gpu and g.generation_cache == "static":
+        kwargs["cache_implementation"] = "static"
+        # One cache size for every step (the RL sampler drops prompts over max_prompt_length), so a
+        # compiled decode step (grpo.compile_generation) is traced once, not per prompt length.
+        kwargs["generation_kwargs"] = {"max_cache_len": g.max_prompt_length + g.max_completion_length}
     if g.use_vllm:
         if g.vllm_mode == "server":
             base_url = _opt(cfg, "vllm_server_base_url")
@@ -260,6 +266,20 @@ def build_grpo_config(
     if reward_weights is None:
         _, reward_weights = build_reward_funcs(cfg.grpo)
     return GRPOConfig(**grpo_config_kwargs(cfg, output_dir, reward_weights, device, max_steps))
+
+
+def apply_generation_settings(trainer: Any, cfg: Config, device: str) -> bool:
+    """``grpo.compile_generation``: let transformers compile the decode step (CUDA graphs).
+
+    trl builds its ``GenerationConfig`` with ``disable_compile=True``; with a static cache
+    (``grpo.generation_cache``) transformers compiles the forward of every decoding step once
+    that flag is off. Only for transformers rollouts on CUDA; returns whether it applied.
+    """
+    g = cfg.grpo
+    if not (g.compile_generation and device == "cuda" and not g.use_vllm):
+        return False
+    trainer.generation_config.disable_compile = False
+    return True
 
 
 def build_peft_config(cfg: Config) -> Any | None:
@@ -399,7 +419,10 @@ def _hyperparameters(cfg: Config, trl_args: Any, reward_names: list[str], weight
         "max prompt / completion tokens": f"{g.max_prompt_length} / {trl_args.max_completion_length}",
         "epochs / max_steps": f"{g.num_train_epochs} / {trl_args.max_steps}",
         "precision": "bf16" if trl_args.bf16 else "fp32",
-        "rollouts": f"vLLM ({trl_args.vllm_mode})" if trl_args.use_vllm else "transformers generate",
+        "rollouts": f"vLLM ({trl_args.vllm_mode})" if trl_args.use_vllm else (
+            f"transformers generate ({trl_args.cache_implementation or 'dynamic'} cache"
+            f"{', compiled decode' if trl_args.cache_implementation == 'static' and g.compile_generation else ''})"
+        ),
         "reward": " + ".join(f"{w:g} x {n}" for n, w in zip(reward_names, weights)),
         "think token budget": g.think_token_budget,
         "seed": cfg.seed,
@@ -515,6 +538,7 @@ def train_grpo(
         peft_config=build_peft_config(cfg),
         callbacks=callbacks,
     )
+    apply_generation_settings(trainer, cfg, device)
     zero3 = bool(getattr(trainer, "is_deepspeed_enabled", False)) and getattr(
         getattr(trainer.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0
     ) == 3

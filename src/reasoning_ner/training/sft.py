@@ -40,8 +40,10 @@ batch (tested).
 
 Everything else is stock: AdamW, schedulers, checkpoints (``save_steps``, ``save_total_limit``),
 resume from the last checkpoint in ``<out>/checkpoints``, LoRA via ``peft_config``, bf16 /
-gradient checkpointing / padding-free / Liger / flash attention on CUDA when installed (off on CPU
-automatically), ``accelerate launch`` with DeepSpeed ZeRO-3 for multi-GPU full fine-tuning.
+gradient checkpointing / padding-free / flash attention on CUDA when installed, Liger's layer
+kernels (a CUDA run without liger-kernel fails early), regional ``torch.compile``, bf16 weights
+with an fp32 master copy (all off on CPU automatically; measured in docs/training.md),
+``accelerate launch`` with DeepSpeed ZeRO-3 for multi-GPU full fine-tuning.
 """
 
 from __future__ import annotations
@@ -192,6 +194,8 @@ class RuntimeSettings:
     use_liger_kernel: bool
     attn_implementation: str | None
     notes: list[str] = field(default_factory=list)
+    torch_compile: bool = False
+    bf16_weights: bool = False
 
 
 def _installed(module: str) -> bool:
@@ -211,7 +215,8 @@ def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettin
         device = "cuda" if torch.cuda.is_available() else "cpu"
     notes: list[str] = []
     if device != "cuda":
-        wanted = [k for k in ("bf16", "gradient_checkpointing", "padding_free", "use_liger_kernel") if getattr(sft, k)]
+        gpu_only = ("bf16", "gradient_checkpointing", "padding_free", "use_liger_kernel", "torch_compile", "bf16_weights")
+        wanted = [k for k in gpu_only if getattr(sft, k, False)]
         if wanted or sft.attn_implementation:
             notes.append(f"no CUDA device: {', '.join(wanted + ['attn_implementation'] * bool(sft.attn_implementation))} off")
         return RuntimeSettings(device, False, False, False, False, None, notes)
@@ -228,13 +233,28 @@ def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettin
     padding_free = sft.padding_free and bool(attn) and (attn.startswith("flash_attention") or "flash" in attn)
     if sft.padding_free and not padding_free:
         notes.append("padding_free needs a flash-attention implementation: off")
-    liger = sft.use_liger_kernel and _installed("liger_kernel")
-    if sft.use_liger_kernel and not liger:
-        notes.append("use_liger_kernel requested but liger_kernel is not installed: off")
+    # A missing optimisation package fails here, before any model is loaded, instead of training slowly.
+    if sft.use_liger_kernel and not _installed("liger_kernel"):
+        raise ConfigError(
+            "sft.use_liger_kernel is on but the liger-kernel package is not installed (pip install liger-kernel; the "
+            "train-gpu image has it). Install it or set sft.use_liger_kernel=false."
+        )
+    if sft.use_liger_kernel and getattr(sft, "torch_compile", False):
+        raise ConfigError(
+            "sft.use_liger_kernel and sft.torch_compile do not combine: Dynamo cannot trace Liger's RMSNorm inside a "
+            "compiled decoder layer (measured on an H200 with torch 2.11 and liger-kernel 0.8.5, docs/training.md). "
+            "Set one of them to false."
+        )
     bf16 = sft.bf16 and _cuda_bf16()
     if sft.bf16 and not bf16:
         notes.append("bf16 not supported by this GPU: fp32")
-    return RuntimeSettings(device, bf16, sft.gradient_checkpointing, padding_free, liger, attn, notes)
+    bf16_weights = bool(getattr(sft, "bf16_weights", False))
+    if bf16_weights and not (bf16 and sft.finetune == "full" and not _deepspeed_launch()):
+        # LoRA and DeepSpeed already load model.dtype (DeepSpeed keeps its own fp32 master copy).
+        notes.append("bf16_weights applies to full fine-tuning in bf16 without DeepSpeed: off")
+        bf16_weights = False
+    return RuntimeSettings(device, bf16, sft.gradient_checkpointing, padding_free, sft.use_liger_kernel, attn, notes,
+                           torch_compile=bool(getattr(sft, "torch_compile", False)), bf16_weights=bf16_weights)
 
 
 def build_sft_args(
@@ -308,15 +328,22 @@ def load_for_training(name_or_path: str, cfg: Config, runtime: RuntimeSettings) 
     """
     from ..modeling import load_model_and_tokenizer
 
-    dtype = cfg.model.dtype
-    if runtime.device == "cpu":
-        dtype = "float32"
-    elif cfg.sft.finetune == "full" and not _deepspeed_launch():
-        dtype = "float32"
-    model, tokenizer = load_model_and_tokenizer(name_or_path, dtype, cfg.model.trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(name_or_path, training_dtype(cfg, runtime), cfg.model.trust_remote_code)
     if runtime.attn_implementation:
         model.set_attn_implementation(runtime.attn_implementation)
     return model, tokenizer
+
+
+def training_dtype(cfg: Config, runtime: RuntimeSettings) -> str:
+    """float32 master weights for full fine-tuning (bf16 as autocast), unless ``sft.bf16_weights``
+    (bf16 weights, the fp32 master copy lives in :class:`FP32MasterAdamW`); else ``model.dtype``."""
+    if runtime.device == "cpu":
+        return "float32"
+    if runtime.bf16_weights:
+        return "bfloat16"
+    if cfg.sft.finetune == "full" and not _deepspeed_launch():
+        return "float32"
+    return cfg.model.dtype
 
 
 def _deepspeed_launch() -> bool:
@@ -443,6 +470,82 @@ def add_completion_head(model: Any) -> None:
 
 
 # ============================================================================================
+# GPU speed options: bf16 weights with an fp32 master copy, regional compilation
+# ============================================================================================
+
+
+class FP32MasterAdamW(torch.optim.AdamW):
+    """AdamW over fp32 master copies of (bf16) model parameters (``sft.bf16_weights``).
+
+    The model computes and keeps gradients in bf16; each step copies the gradients into the fp32
+    masters, steps AdamW there and writes the masters back rounded to bf16. Updates smaller than a
+    bf16 ulp therefore accumulate in the master instead of vanishing (pure bf16 AdamW at lr 2e-5
+    learned visibly slower: shared/reference/gpu-scale.md). The masters are saved in the
+    optimizer state, so a resumed run continues from the same fp32 values.
+    """
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        params = list(params)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        master_groups = []
+        for g in groups:
+            model_params = list(g["params"])
+            masters = [q.detach().clone().float().requires_grad_(True) for q in model_params]
+            self._pairs += list(zip(model_params, masters))
+            master_groups.append({**g, "params": masters})
+        super().__init__(master_groups, **kwargs)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for param, master in self._pairs:
+            if param.grad is None:
+                master.grad = None
+            elif master.grad is None:
+                master.grad = param.grad.float()
+            else:
+                master.grad.copy_(param.grad)
+        loss = super().step(closure)
+        with_grad = [(p, m) for p, m in self._pairs if m.grad is not None]
+        if with_grad:
+            torch._foreach_copy_([p for p, _ in with_grad], [m for _, m in with_grad])
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param, _ in self._pairs:
+            param.grad = None
+        super().zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "fp32_master": [m.detach() for _, m in self._pairs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        masters = state_dict.pop("fp32_master", None)
+        super().load_state_dict(state_dict)
+        if masters is not None:
+            with torch.no_grad():
+                for (param, master), saved in zip(self._pairs, masters):
+                    master.copy_(saved)
+                    param.copy_(saved)
+
+
+def compile_decoder_layers(model: Any) -> int:
+    """``torch.compile`` each decoder layer in place (regional compilation); returns how many.
+
+    The layers share one compiled graph, so compile time is that of one layer rather than the
+    whole model; dynamic shapes because batches have different lengths. Compilation happens at
+    the first step, after Liger (applied when training starts) has swapped its kernels in.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
+# ============================================================================================
 # Trainer and callback
 # ============================================================================================
 
@@ -498,7 +601,9 @@ class CompletionOnlySFTTrainer(SFTTrainer):
     # accumulation steps when no count is available); Trainer must not divide again.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_length: int | None = None, torch_compile: bool = False, bf16_weights: bool = False, **kwargs: Any
+    ) -> None:
         sft_args = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
         if sft_args is not None and getattr(sft_args, "max_length", None) is not None:
             raise ValueError("pass max_length to CompletionOnlySFTTrainer (left truncation), not to SFTConfig")
@@ -511,9 +616,24 @@ class CompletionOnlySFTTrainer(SFTTrainer):
         from accelerate.utils import is_peft_model
 
         add_completion_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+        self.bf16_weights = bf16_weights
+        self.compiled_layers = compile_decoder_layers(self.model) if torch_compile else 0
         # Count completion tokens over the whole accumulated batch, so that the loss of k
         # micro-batches equals the loss of one k-times larger batch.
         self.model_accepts_loss_kwargs = True
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        if self.bf16_weights and self.optimizer is None:
+            # Build the stock optimizer (param groups, lr, betas, fused...) and move it onto fp32 masters.
+            stock = super().create_optimizer(model)
+            if type(stock) is not torch.optim.AdamW:
+                raise ConfigError(f"sft.bf16_weights needs the AdamW optimizer, not {type(stock).__name__}")
+            import inspect
+
+            accepted = inspect.signature(torch.optim.AdamW).parameters
+            self.optimizer = FP32MasterAdamW(stock.param_groups, **{k: v for k, v in stock.defaults.items() if k in accepted})
+            return self.optimizer
+        return super().create_optimizer(model)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.args.train_sampling_strategy != "group_by_length":
@@ -687,7 +807,7 @@ def build_trainer(
     eval_ds = Dataset.from_list([sft_example(r, cfg) for r in eval_records]) if eval_records else None
     kwargs: dict[str, Any] = {}
     if issubclass(trainer_cls, CompletionOnlySFTTrainer):
-        kwargs["max_length"] = cfg.sft.max_length
+        kwargs.update(max_length=cfg.sft.max_length, torch_compile=runtime.torch_compile, bf16_weights=runtime.bf16_weights)
     return trainer_cls(
         model=model,
         args=args,
@@ -851,6 +971,9 @@ def train_sft(
             "bf16": runtime.bf16,
             "gradient_checkpointing": runtime.gradient_checkpointing,
             "padding_free": runtime.padding_free,
+            "liger_kernel": runtime.use_liger_kernel,
+            "torch_compile": runtime.torch_compile,
+            "bf16_weights (fp32 master in the optimizer)": runtime.bf16_weights,
             "attn_implementation": runtime.attn_implementation or "model default",
             "seed": cfg.seed,
             "train_examples": counts["examples"],
