@@ -64,3 +64,22 @@ def sft_model(tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path, sft_
     trained, generations.
     """
     return sft_bench.train_recipe(prepared_dir, tmp_path_factory.mktemp("sft-recipe"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP API on 127.0.0.1 (moto), shared by the session; tests make their own buckets."""
+    from tests.s3 import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """The S3 server with its variables in this process's environment, as the chart's Secret sets them."""
+    from tests.s3 import s3_env
+
+    with s3_env(s3_server, monkeypatch):
+        yield s3_server

@@ -1,54 +1,38 @@
-"""The project's own dvc.yaml: `dvc repro` on a fresh copy of the repository, then a no-op re-run."""
+"""The project's own dvc.yaml: `dvc repro` on a fresh copy of the repository, then a no-op re-run; the
+prepared data pushed to the committed `s3` remote (a real S3 HTTP API on 127.0.0.1) and fetched at
+that git revision from a fresh clone, as the pipeline's first step does in a cluster."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
-                         capture_output=True, check=True).stdout
-    return [f for f in out.decode().split("\0") if f and (REPO_ROOT / f).is_file()]
+from tests.repo import commit, copy_project, dvc as _dvc
 
 
 @pytest.fixture(scope="module")
 def fresh_copy(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """The repository's files (as a clone would have them) in a new git repo, with ../shared/data beside it."""
-    root = tmp_path_factory.mktemp("dvc")
-    repo = root / "repo"
-    for rel in _tracked_files():
-        dest = repo / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / rel, dest)
-    (root / "shared").mkdir()
-    (root / "shared" / "data").symlink_to(data_dir)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=repo, check=True)
-    return repo
+    return copy_project(tmp_path_factory.mktemp("dvc"), data_dir)
 
 
-def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("RNER_DATA_DIR", None)  # the stage reads ../shared/data, as on a fresh clone
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-
-
-def test_dvc_repro_on_a_fresh_copy_then_nothing_to_do(fresh_copy: Path) -> None:
+@pytest.fixture(scope="module")
+def reproduced(fresh_copy: Path) -> tuple[Path, str, str]:
+    """`dvc repro` once, then dvc.lock committed: (repo, the repro's stdout, the data commit)."""
     first = _dvc(fresh_copy, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
+    return fresh_copy, first.stdout, commit(fresh_copy, "data", "dvc.lock")
+
+
+def test_dvc_repro_on_a_fresh_copy_then_nothing_to_do(reproduced: tuple[Path, str, str]) -> None:
+    fresh_copy, first_stdout, _ = reproduced
     for stage in ("prepare", "synthesize", "validate"):
-        assert f"Running stage '{stage}'" in first.stdout
+        assert f"Running stage '{stage}'" in first_stdout
     stats = json.loads((fresh_copy / "work" / "cot" / "stats.json").read_text())
     # The profile's data.train_datasets (tiny-cpu: CoNLL-2003), every sentence not also in an eval split.
     assert stats["accepted"] == 13487 and set(stats["by_dataset"]) == {"conll2003"}
@@ -61,7 +45,35 @@ def test_dvc_repro_on_a_fresh_copy_then_nothing_to_do(fresh_copy: Path) -> None:
     assert any((fresh_copy / ".dvc-storage").rglob("*"))
 
 
-def test_changing_a_tracked_param_reruns_only_downstream(fresh_copy: Path) -> None:
+def test_prepared_data_pushed_to_s3_is_fetched_at_its_revision_from_a_fresh_clone(
+        reproduced: tuple[Path, str, str], s3, tmp_path: Path) -> None:
+    """The committed `s3` remote (s3://reasoning-ner/dvc; the endpoint comes from AWS_ENDPOINT_URL, as
+    the chart's S3 Secret gives it to pods) is what the cluster pipeline's fetch step pulls from."""
+    from reasoning_ner.lineage import read_lineage
+
+    repo, _, sha = reproduced
+    s3.bucket(name="reasoning-ner")
+    push = _dvc(repo, "push", "-r", "s3", "work/data")
+    assert push.returncode == 0, push.stdout + push.stderr
+    assert any(k.startswith("dvc/files/md5/") for k in s3.keys("reasoning-ner", "dvc/"))
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert not (clone / "work").exists()  # nothing but git: the data can only come from S3
+    out = tmp_path / "fetched"
+    res = subprocess.run([str(Path(sys.executable).parent / "rner"), "data", "fetch", "--repo", str(clone), "--rev", sha,
+                          "--path", "work/data", "--out", str(out), "--remote", "s3"],
+                         capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lineage = read_lineage(out)
+    assert lineage["commit"] == sha and lineage["remote"] == {"name": "s3", "url": "s3://reasoning-ner/dvc"}
+    assert {f["path"] for f in lineage["files"]} == {"data/" + p.relative_to(repo / "work" / "data").as_posix()
+                                                     for p in (repo / "work" / "data").rglob("*") if p.is_file()}
+    for f in lineage["files"]:  # the bytes are the ones the commit names
+        assert (out / f["path"]).read_bytes() == (repo / "work" / f["path"]).read_bytes()
+
+
+def test_changing_a_tracked_param_reruns_only_downstream(reproduced: tuple[Path, str, str]) -> None:
+    fresh_copy = reproduced[0]
     params = fresh_copy / "params.yaml"
     params.write_text(params.read_text().replace("max_records_per_dataset: null", "max_records_per_dataset: 500"))
     out = _dvc(fresh_copy, "repro")

@@ -11,11 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from reasoning_ner.cli import app
-from reasoning_ner.config import PromotionSection, load_config
+from reasoning_ner.config import load_config
 from reasoning_ner.evaluation import TABLE1, evaluate, sample_records
 from reasoning_ner.inference import Generation, TransformersEngine, VLLMEngine, make_engine, predict, vllm_available
 from reasoning_ner.modeling import init_tiny
-from reasoning_ner.promotion import Registry, promote, rollback
 from reasoning_ner.records import Entity, NERRecord, write_jsonl
 
 runner = CliRunner()
@@ -199,45 +198,3 @@ def test_eval_cli_on_the_tiny_model(tmp_path: Path, tiny_dir: Path, prepared_dir
     assert res.exit_code == 2 and "nope" in res.output
 
 
-# ----------------------------------------------------------------------------------- promotion
-
-
-def _report(f1: float, parse: float = 1.0, suite: str = "zero-shot") -> dict:
-    return {"model": "m", "lineage": {"rev": "abc"},
-            "suites": {suite: {"macro": {"paper_f1": f1, "strict_f1": f1 / 2}, "mean_parse_rate": parse}}}
-
-
-def test_gate_promotes_refuses_and_rolls_back(tmp_path: Path) -> None:
-    reg = Registry(str(tmp_path / "registry"))
-    cfg = PromotionSection(min_gate_value=0.1, min_parse_rate=0.5)
-    first = promote(_report(0.40), "s3://models/a", cfg, reg, version="v1")
-    assert first.promoted and "no champion yet" in first.reason
-    assert reg.champion()["model_uri"] == "s3://models/a"
-    worse = promote(_report(0.35), "s3://models/b", cfg, reg, version="v2")
-    assert not worse.promoted and worse.champion_value == 0.40 and reg.champion()["version"] == "v1"
-    assert reg.version("v2")["decision"]["promoted"] is False  # refusals are recorded too
-    equal = promote(_report(0.40), "s3://models/c", cfg, reg, version="v3")
-    assert equal.promoted and reg.champion()["history"] == ["v1"]
-    assert not promote(_report(0.05), "x", cfg, reg, version="v4").promoted  # below the floor
-    assert "parse rate" in promote(_report(0.9, parse=0.2), "x", cfg, reg, version="v5").reason
-    back = rollback(reg)
-    assert back == {"rolled_back_from": "v3", "champion": "v1", "model_uri": "s3://models/a"}
-    with pytest.raises(ValueError, match="no earlier champion"):
-        rollback(reg)
-    with pytest.raises(ValueError, match="no 'zero-shot' suite"):
-        promote(_report(0.5, suite="supervised"), "x", cfg, reg)
-
-
-def test_promote_cli_exit_codes(tmp_path: Path) -> None:
-    report = tmp_path / "report.json"
-    report.write_text(json.dumps(_report(0.3, suite="supervised")))
-    base = ["--set", f"promotion.registry_uri={tmp_path / 'reg'}", "promote"]
-    res = runner.invoke(app, [*base, "--report", str(report), "--model", "m1"])
-    assert res.exit_code == 0 and "PROMOTED" in res.output
-    report.write_text(json.dumps(_report(0.1, suite="supervised")))
-    res = runner.invoke(app, [*base, "--report", str(report), "--model", "m2"])
-    assert res.exit_code == 3 and "NOT PROMOTED" in res.output
-    res = runner.invoke(app, [*base, "--rollback"])
-    assert res.exit_code == 2 and "no earlier champion" in res.output
-    res = runner.invoke(app, [*base, "--report", str(tmp_path / "missing.json"), "--model", "m"])
-    assert res.exit_code == 2

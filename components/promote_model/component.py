@@ -8,13 +8,16 @@ from reasoning_ner.images import image
 
 @dsl.component(base_image=image("cpu"), install_kfp_package=False)
 def promote_model(model: Input[Model], report_json: Input[Artifact], profile: str, registry_uri: str,
-                  min_gate_value: float) -> NamedTuple("Outputs", [("decision", str), ("model_uri", str), ("reason", str)]):
+                  min_gate_value: float) -> NamedTuple("Outputs", [("decision", str), ("model_uri", str), ("version", str),
+                                                                    ("reason", str)]):
     """Promotion gate: promote only when the candidate is at least as good as the champion.
 
     Compares the candidate's report with the configured floors and with the current champion's
     record in the registry (an S3/MinIO prefix in the cluster, so the champion survives across
-    runs); writes a registry record either way and moves the champion pointer on promotion.
-    S3 credentials come from AWS_* environment variables (a Secret).
+    runs) and writes a registry record either way. On promotion it copies the model into the
+    registry (`<registry_uri>/models/<version>/`, the serving store KServe reads) and moves the
+    champion pointer to that copy; the deploy step serves exactly that URI. S3 credentials come
+    from AWS_* environment variables (the S3 Secret).
 
     Args:
         model: The candidate model.
@@ -24,7 +27,8 @@ def promote_model(model: Input[Model], report_json: Input[Artifact], profile: st
         min_gate_value: Absolute floor for the gate metric; negative = the profile's.
 
     Returns:
-        decision ('promoted' or 'refused'), the model URI, and the reason.
+        decision ('promoted' or 'refused'), the registry URI of the promoted copy (empty when
+        refused), the registry version, and the reason.
     """
     import json
     from collections import namedtuple
@@ -35,6 +39,7 @@ def promote_model(model: Input[Model], report_json: Input[Artifact], profile: st
 
     cfg = load_config(profile=profile, overrides=[f"promotion.min_gate_value={min_gate_value}"] if min_gate_value >= 0 else [])
     report = json.loads(Path(report_json.path).read_text())
-    decision = promote(report, model.uri, cfg.promotion, Registry(registry_uri or cfg.promotion.registry_uri))
-    outputs = namedtuple("Outputs", ["decision", "model_uri", "reason"])
-    return outputs("promoted" if decision.promoted else "refused", model.uri, decision.reason)
+    decision = promote(report, model.path, cfg.promotion, Registry(registry_uri or cfg.promotion.registry_uri))
+    outputs = namedtuple("Outputs", ["decision", "model_uri", "version", "reason"])
+    return outputs("promoted" if decision.promoted else "refused", decision.model_uri or "", decision.version,
+                   decision.reason)
