@@ -358,36 +358,38 @@ def eval_run(
 def promote_cmd(
     ctx: typer.Context,
     report: Annotated[Optional[Path], typer.Option(help="The candidate's report.json.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="The candidate model's URI (folder, s3://..., pvc://...).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="The candidate model's folder (local, or s3://... holding config.json).")] = None,
     registry: Annotated[Optional[str], typer.Option(help="Registry URI (default: config promotion.registry_uri).")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Move the champion back to the previous version.")] = False,
 ) -> None:
-    """Gate a candidate against thresholds and the current champion; move the champion pointer.
+    """Gate a candidate against thresholds and the current champion; on promotion copy the model into
+    the registry (models/<version>/) and move the champion pointer to that copy.
 
-    Exit code 0 when promoted (or rolled back), 3 when the gate refuses the candidate.
+    Exit code 0 when promoted (or rolled back), 3 when the gate refuses the candidate, 1 when the
+    registry cannot be read or written (nothing promoted before is changed).
     """
-    from .promotion import Registry, promote, rollback as do_rollback
+    from .promotion import Registry, RegistryError, promote, rollback as do_rollback
 
     cfg = get_config(ctx)
-    reg = Registry(registry or cfg.promotion.registry_uri)
-    if rollback:
-        try:
-            result = do_rollback(reg)
-        except ValueError as exc:
-            raise fail(str(exc)) from exc
-        stdout.print_json(json.dumps(result))
-        return
-    if report is None or model is None:
-        raise fail("--report and --model are required (or --rollback)")
-    if not report.is_file():
-        raise fail(f"report {report} does not exist")
     try:
-        decision = promote(json.loads(report.read_text()), model, cfg.promotion, reg)
-    except (ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise fail(f"cannot gate {report}: {exc}") from exc
+        reg = Registry(registry or cfg.promotion.registry_uri)
+        if rollback:
+            stdout.print_json(json.dumps(do_rollback(reg)))
+            return
+        if report is None or model is None:
+            raise fail("--report and --model are required (or --rollback)")
+        if not report.is_file():
+            raise fail(f"report {report} does not exist")
+        decision = promote(json.loads(report.read_text()), model, cfg.promotion, reg, progress=True)
+    except RegistryError as exc:
+        raise fail(str(exc), 1) from exc
+    except (ValueError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
+        raise fail(f"cannot gate {report}: {exc}" if not rollback else str(exc)) from exc
     stdout.print_json(json.dumps(decision.to_dict()))
-    stdout.print(("[bold green]PROMOTED[/] " if decision.promoted else "[bold yellow]NOT PROMOTED[/] ") + decision.reason)
-    if not decision.promoted:
+    if decision.promoted:
+        stdout.print(f"[bold green]PROMOTED[/] {decision.reason}\nserving copy: {decision.model_uri}", soft_wrap=True)
+    else:
+        stdout.print(f"[bold yellow]NOT PROMOTED[/] {decision.reason}", soft_wrap=True)
         raise typer.Exit(3)
 
 
@@ -448,17 +450,27 @@ def pipeline_submit(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable; typed by the pipeline's definitions, JSON for dict/list).")] = None,
     recurring_cron: Annotated[Optional[str], typer.Option(help="Schedule a recurring run instead: cron, 5 fields or KFP's 6 (seconds first).")] = None,
     package: Annotated[Optional[Path], typer.Option(help="Compiled pipeline (default: pipelines/reasoning_ner_pipeline.yaml).")] = None,
-    version_name: Annotated[Optional[str], typer.Option(help="Pipeline version name (default: v<package version>-<UTC time>).")] = None,
+    version_name: Annotated[Optional[str], typer.Option(help="Pipeline version name (default: <package version>-<12 hex of the uploaded YAML's sha256>, so a changed pipeline is always a new version).")] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name (default: pipeline and version name).")] = None,
+    image_tag: Annotated[Optional[str], typer.Option(envvar="RNER_IMAGE_TAG", help="Tag every project image reference is rewritten to before upload, e.g. sha-<12 hex> from main (default: the release tag).")] = None,
+    image_digest: Annotated[Optional[list[str]], typer.Option(help="IMAGE=sha256:... pins one image by digest (repeatable; cpu, train-gpu, serve); env RNER_IMAGE_DIGESTS.")] = None,
+    check_version: Annotated[Optional[bool], typer.Option("--check-version/--skip-version-check", help="Check the KFP backend's version against the minimum the pipeline needs (default: on; env RNER_KFP_SKIP_VERSION_CHECK).")] = None,
 ) -> None:
     """Upload the compiled pipeline as a new version (creating the pipeline if absent) and start a run, or a recurring run."""
     from pipelines.submit import COMPILED, SubmitError, resolve_token, submit
 
     try:
         token = resolve_token(token_env, token_file)
+        digests = None
+        if image_digest:
+            pairs = [item.partition("=") for item in image_digest]
+            if any(not sep for _, sep, _ in pairs):
+                raise fail(f"--image-digest takes IMAGE=sha256:..., got {image_digest}")
+            digests = {name: digest for name, _, digest in pairs}
         result = submit(host or "", token=token, namespace=namespace, experiment=experiment,
                         service_account=service_account, params=list(param or []), recurring_cron=recurring_cron,
-                        package=package or COMPILED, version_name=version_name, run_name=run_name)
+                        package=package or COMPILED, version_name=version_name, run_name=run_name,
+                        image_tag=image_tag, image_digests=digests, check_version=check_version)
     except SubmitError as exc:
         raise fail(str(exc)) from exc
     stdout.print_json(json.dumps(result.to_dict()))
@@ -623,10 +635,13 @@ def deploy_cmd(
     probe: Annotated[Optional[bool], typer.Option("--probe/--no-probe", help="HTTP-probe the canary before promotion.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print and validate the patch against the CRD; contact no cluster.")] = False,
     crd_dir: Annotated[Optional[Path], typer.Option(help="CRD folder for --dry-run (default: $RNER_CRD_DIR or ../shared/k8s/crds).")] = None,
+    unmanaged: Annotated[bool, typer.Option("--unmanaged", help="Also update an InferenceService no Helm release owns "
+                                            "(applied with kubectl from manifests/).")] = False,
 ) -> None:
     """Roll the promoted model out to the KServe InferenceService (canary first in Knative mode).
 
-    Exit code 0 on success, 1 when the rollout failed or was refused (a failed canary is rolled back).
+    The InferenceService must exist (the Helm chart installs it). Exit code 0 on success, 1 when the
+    rollout failed or was refused (a failed canary is rolled back).
     """
     # The rollout talks to the cluster with the Kubernetes client: it lives with the KFP adapters.
     from components.deploy_model.rollout import DeployError, build_deploy_patch, deploy, validate_deploy_patch
@@ -657,7 +672,7 @@ def deploy_cmd(
             return
         result = deploy(model, serving, serving.namespace, canary, wait=wait, timeout_s=dep.timeout_s,
                         poll_interval_s=dep.poll_interval_s, probe=dep.probe if probe is None else probe,
-                        rollback_on_failure=dep.rollback_on_failure, model_version=version)
+                        rollback_on_failure=dep.rollback_on_failure, model_version=version, require_helm=not unmanaged)
     except DeployError as exc:
         if exc.result is not None:
             stdout.print_json(json.dumps(exc.result.to_dict()))
@@ -665,6 +680,62 @@ def deploy_cmd(
     except ValueError as exc:
         raise fail(str(exc)) from exc
     stdout.print_json(json.dumps(result.to_dict()))
+
+
+@app.command("preflight")
+def preflight_cmd(
+    ctx: typer.Context,
+    values: Annotated[Optional[list[Path]], typer.Option("--values", "-f", help="Helm values file(s) you install with "
+                      "(merged over --chart's values.yaml, as helm -f); default: the configuration's deploy.serving.")] = None,
+    chart: Annotated[Optional[str], typer.Option(help="Chart folder whose values.yaml the --values files override "
+                     "(default: charts/reasoning-ner when present; '' = none).")] = None,
+    release: Annotated[str, typer.Option(help="Helm release name (with --values).")] = "reasoning-ner",
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n", help="Release namespace (helm -n) with "
+                         "--values; else the serving namespace.")] = None,
+    kubeconfig: Annotated[Optional[Path], typer.Option(help="Kubeconfig (default: $KUBECONFIG or ~/.kube/config).")] = None,
+    context: Annotated[Optional[str], typer.Option(help="Kubeconfig context (default: current-context).")] = None,
+    in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Use the pod's ServiceAccount (helm test).")] = False,
+    kfp_namespace: Annotated[Optional[str], typer.Option(help="Namespace of pipeline runs.")] = None,
+    kfp_host: Annotated[Optional[str], typer.Option(help="KFP API URL (default: kfp.host or $KF_PIPELINES_ENDPOINT).")] = None,
+    registry: Annotated[Optional[str], typer.Option(help="Registry URI the runs use (run parameter registry_uri).")] = None,
+    dvc_remote: Annotated[Optional[str], typer.Option(help="DVC remote URL or name in .dvc/config (run parameter dvc_remote).")] = None,
+    storage_class: Annotated[Optional[str], typer.Option(help="StorageClass of the multi-node shared PVC to check (default: multiNode.sharedPvc's, or the cluster default).")] = None,
+    gpu_node_selector: Annotated[Optional[str], typer.Option(help="GPU pool node selector, JSON (run parameter gpu_node_selector).")] = None,
+    gpu_tolerations: Annotated[Optional[str], typer.Option(help="GPU pool tolerations, JSON list (run parameter gpu_tolerations).")] = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="Accelerator resource (run parameter accelerator_type).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs per training step (run parameter gpus_per_step).")] = None,
+    s3_endpoint: Annotated[Optional[str], typer.Option(help="Reach S3 through this URL (e.g. a kubectl port-forward).")] = None,
+    skip: Annotated[Optional[list[str]], typer.Option(help="Skip a check by id (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the cluster before a run spends GPU hours: namespaces, ServiceAccounts, the S3 Secret KServe
+    reads, S3 reachability, StorageClass, GPU nodes, KFP version, KServe (docs/preflight.md).
+
+    Exit code 0 when no check fails (skipped and warnings allowed), 1 when one fails, 2 on bad input.
+    """
+    import os
+
+    from .k8s import preflight as pf
+    from .k8s.kubeapi import KubeConfigError
+
+    default_chart = "charts/reasoning-ner" if Path("charts/reasoning-ner/values.yaml").is_file() else None
+    try:
+        target = pf.build_target(
+            get_config(ctx), values or [], default_chart if chart is None else (chart or None), release, namespace,
+            kfp_namespace=kfp_namespace, kfp_host=kfp_host, registry=registry, dvc_remote=dvc_remote,
+            storage_class=storage_class, gpu_node_selector=gpu_node_selector, gpu_tolerations=gpu_tolerations,
+            accelerator=accelerator, gpus=gpus, s3_endpoint=s3_endpoint, skip=skip or [])
+        access = pf.cluster_access(kubeconfig, context, in_cluster)
+    except (pf.PreflightError, KubeConfigError) as exc:
+        raise fail(str(exc)) from exc
+    report = pf.run_preflight(target, access, in_cluster=in_cluster, kfp_token=os.environ.get("KF_PIPELINES_TOKEN"))
+    if as_json:
+        stdout.print_json(json.dumps(report.to_dict()))
+    else:
+        stdout.print(pf.report_table(report))
+        stdout.print(pf.summary_line(report), soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------- config

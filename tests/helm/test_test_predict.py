@@ -1,5 +1,7 @@
 """templates/tests/test-predict.yaml: the `helm test` Pod, and its script (files/smoke_test.py) run
-against a stub NER endpoint."""
+against a stub NER endpoint; templates/tests/preflight.yaml: the Pod's preflight (an init container
+running `rner preflight --in-cluster` on the release's values) and its read-only Role, run end to end
+as the Pod runs it against a TLS stub API server that enforces the rendered Roles, and the S3 server."""
 
 from __future__ import annotations
 
@@ -7,11 +9,21 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from .chart_tools import CHART, template_objects, validate
+import pytest
+
+from reasoning_ner.k8s.kfp_backend import MIN_KFP_BACKEND_VERSION
+from reasoning_ner.k8s.preflight import target_from_values
+from tests.test_preflight import FakeCluster, secret, serve_tls, tls  # noqa: F401  (tls is a fixture)
+from tests.test_preflight import sa as service_account
+
+from .chart_tools import CHART, by_kind, one, render, template_objects, validate
+from .rbac import allowed, assert_least_privilege, request_attributes
 
 TEMPLATE = "templates/tests/test-predict.yaml"
+PREFLIGHT = "templates/tests/preflight.yaml"
 SCRIPT = CHART / "files" / "smoke_test.py"
 
 
@@ -104,3 +116,171 @@ def test_ready_check(stub_server) -> None:
     server = stub_server(lambda m, p, h, b: (200, {}))
     proc = run_script(server.url + "/v2/health/ready", CHECK="ready")
     assert proc.returncode == 0 and server.requests[0]["method"] == "GET"
+
+
+# ------------------------------------------------------------------------------------ the preflight
+
+
+def preflight_container(obj: dict[str, Any]) -> dict[str, Any]:
+    (init,) = obj["spec"]["initContainers"]
+    assert init["name"] == "preflight"
+    return init
+
+
+def test_preflight_runs_first_with_the_release_values_and_its_own_token() -> None:
+    obj = pod()
+    init = preflight_container(obj)
+    assert init["command"] == ["rner", "preflight", "--in-cluster", "--values", "/preflight/values.json", "--chart", "",
+                               "--release", "reasoning-ner", "--namespace", "reasoning-ner"]
+    assert init["image"] == obj["spec"]["containers"][0]["image"]  # the CPU image, which has the package
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts["kube-api-access"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    # only the preflight container holds an API token; the Pod automounts none
+    assert obj["spec"]["automountServiceAccountToken"] is False
+    assert "kube-api-access" not in {m["name"] for m in obj["spec"]["containers"][0]["volumeMounts"]}
+    volume = {v["name"]: v for v in obj["spec"]["volumes"]}["kube-api-access"]["projected"]["sources"]
+    assert volume[0]["serviceAccountToken"]["expirationSeconds"] == 600
+    assert {v["name"]: v for v in obj["spec"]["volumes"]}["preflight"]["configMap"]["name"] == "reasoning-ner-preflight"
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True and init["resources"]["limits"]["memory"] == "256Mi"
+    off = pod({"tests": {"preflight": {"enabled": False}}})
+    assert "initContainers" not in off["spec"] and "preflight" not in {v["name"] for v in off["spec"]["volumes"]}
+    assert (obj["spec"]["activeDeadlineSeconds"], off["spec"]["activeDeadlineSeconds"]) == (300 + 120, 300 + 60)
+    assert template_objects(PREFLIGHT, {"tests": {"preflight": {"enabled": False}}}) == []
+    assert template_objects(PREFLIGHT, {"tests": {"enabled": False}}) == []
+
+
+def roles(values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    objs = template_objects(PREFLIGHT, values)
+    for binding in by_kind(objs, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "reasoning-ner-helm-test", "namespace": "reasoning-ner"}]
+        assert binding["roleRef"]["name"] == "reasoning-ner-helm-test-preflight"
+    return {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role")}
+
+
+def test_preflight_role_is_read_only_get_on_named_objects() -> None:
+    got = roles({"kfp": {"namespace": "kubeflow"}})
+    assert sorted(got) == ["kubeflow", "reasoning-ner"]
+    for role in got.values():
+        assert_least_privilege(role)
+        for rule in role["rules"]:
+            assert rule["verbs"] == ["get"] and rule["resourceNames"], rule  # never list, never every name
+    serving, runs = got["reasoning-ner"]["rules"], got["kubeflow"]["rules"]
+    assert allowed(serving, "get", "", "secrets", "reasoning-ner-s3")
+    assert allowed(serving, "get", "", "serviceaccounts", "reasoning-ner-serving")
+    assert allowed(serving, "get", "serving.kserve.io", "servingruntimes", "kserve-huggingfaceserver")
+    assert not allowed(serving, "get", "", "secrets", "reasoning-ner-git")
+    assert not allowed(serving, "list", "", "secrets")
+    assert allowed(runs, "get", "", "serviceaccounts", "reasoning-ner-pipeline-runner")
+    assert allowed(runs, "get", "", "secrets", "reasoning-ner-s3")
+    assert not allowed(runs, "get", "serving.kserve.io", "servingruntimes", "kserve-huggingfaceserver")
+    # one namespace: one Role with both ServiceAccounts
+    (one_ns,) = roles({"kfp": {"namespace": "reasoning-ner"}}).values()
+    assert allowed(one_ns["rules"], "get", "", "serviceaccounts", "reasoning-ner-pipeline-runner")
+    assert roles({"rbac": {"create": False}}) == {}
+    assert validate(template_objects(PREFLIGHT)) == []
+
+
+EVERYTHING_NAMES = {"serving": {"name": "ner", "namespace": "serving-ns", "storage": {"serviceAccountName": "ner-sa"}},
+                    "kfp": {"namespace": "kubeflow-user-example-com", "multiUser": True, "host": "http://kfp.example:8888"},
+                    "serviceAccounts": {"pipelineRunner": {"name": "runs"}},
+                    "tests": {"preflight": {"registryUri": "s3://models/registry", "skip": ["kfp"]}}}
+
+
+@pytest.mark.parametrize("values", [None, {"kfp": {"namespace": "reasoning-ner"}}, EVERYTHING_NAMES,
+                                    {"serving": {"predictor": {"runtime": None}}}],
+                         ids=["defaults", "one-namespace", "names", "no-runtime"])
+def test_the_pod_checks_exactly_what_the_chart_installed(values) -> None:
+    """target_from_values on the ConfigMap's values (with the Pod's --release/--namespace) names the
+    objects the chart renders: serving and runner ServiceAccounts, the S3 Secret, runtime, storageUri."""
+    objs = render(values)
+    obj = one(objs, "Pod")
+    args = preflight_container(obj)["command"]
+    config_map = one(objs, "ConfigMap", obj["spec"]["volumes"][-2]["configMap"]["name"])
+    target = target_from_values(json.loads(config_map["data"]["values.json"]), release=args[args.index("--release") + 1],
+                                namespace=args[args.index("--namespace") + 1])
+    isvc = one(objs, "InferenceService")
+    serving_sa = one(objs, "ServiceAccount", target.serving_service_account)
+    assert serving_sa["metadata"]["namespace"] == target.serving_namespace == isvc["metadata"]["namespace"]
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == target.serving_service_account
+    assert [s["name"] for s in serving_sa["secrets"]] == [target.s3_secret]
+    runner = one(objs, "ServiceAccount", target.runner_service_account)
+    assert runner["metadata"]["namespace"] == target.kfp_namespace
+    assert target.pipeline_s3_secret in [s["name"] for s in runner["secrets"]]
+    assert isvc["spec"]["predictor"]["model"].get("runtime") == target.runtime
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == target.storage_uri
+    if values is EVERYTHING_NAMES:
+        assert (target.kfp_host, target.registry_uri, target.skip) == ("http://kfp.example:8888", "s3://models/registry", ["kfp"])
+
+
+def test_the_pods_preflight_passes_with_its_role_and_skips_the_cluster_wide_rows(tmp_path: Path, tls, s3_server, monkeypatch) -> None:
+    """The init container's exact command, in-cluster (token, CA and namespace files; a TLS API server
+    that grants only what the rendered Roles grant the helm-test ServiceAccount, plus discovery and
+    /version as every cluster does), against the S3 server and a stub KFP API."""
+    from typer.testing import CliRunner
+
+    from reasoning_ner.cli import app
+
+    bucket = s3_server.bucket("helm-test")
+    s3_server.client().put_object(Bucket=bucket, Key="models/champion/config.json", Body=b"{}")
+    with FakeCluster(kfp={"tag_name": MIN_KFP_BACKEND_VERSION, "multi_user": False}) as kfp:
+        values = {"serving": {"storage": {"storageUri": f"s3://{bucket}/models/champion", "s3Endpoint": s3_server.host_port,
+                                          "s3UseHttps": False, "s3Region": "us-east-1"}},
+                  "kfp": {"namespace": "kubeflow", "host": kfp.url},
+                  "tests": {"preflight": {"registryUri": f"s3://{bucket}/registry"}}}
+        objs = render(values)
+        obj = one(objs, "Pod")
+        command = preflight_container(obj)["command"]
+        (tmp_path / "preflight").mkdir()
+        (tmp_path / "preflight" / "values.json").write_text(one(objs, "ConfigMap", "reasoning-ner-preflight")["data"]["values.json"])
+        rules = {r["metadata"]["namespace"]: r["rules"] for r in by_kind(objs, "Role")
+                 if r["metadata"]["name"] == "reasoning-ner-helm-test-preflight"}
+
+        def allow(method: str, path: str) -> bool:
+            if path == "/version" or path.startswith("/apis/serving.kserve.io/") and path.count("/") == 3:
+                return True  # system:public-info-viewer and system:discovery
+            attrs = request_attributes(method, path)
+            if attrs is None:
+                return False  # cluster-scoped: nothing granted
+            verb, group, ns, resource, name = attrs
+            return allowed(rules.get(ns, []), verb, group, resource, name)
+
+        keys = {"AWS_ACCESS_KEY_ID": s3_server.access_key_id, "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key}
+        serving_sa = one(objs, "ServiceAccount", "reasoning-ner-serving")
+        annotations = {"serving.kserve.io/s3-endpoint": s3_server.host_port, "serving.kserve.io/s3-usehttps": "0"}
+        objects = {
+            "/version": {"gitVersion": "v1.33.1"},
+            "/apis/serving.kserve.io/v1beta1": {"resources": [{"name": "inferenceservices"}]},
+            "/apis/serving.kserve.io/v1alpha1": {"resources": [{"name": "servingruntimes"}, {"name": "clusterservingruntimes"}]},
+            "/api/v1/namespaces/reasoning-ner": {}, "/api/v1/nodes": {"items": []},
+            "/api/v1/namespaces/reasoning-ner/serviceaccounts/reasoning-ner-serving": serving_sa,
+            "/api/v1/namespaces/kubeflow/serviceaccounts/reasoning-ner-pipeline-runner": service_account(
+                "reasoning-ner-pipeline-runner", "kubeflow"),
+            "/api/v1/namespaces/reasoning-ner/secrets/reasoning-ner-s3": secret("reasoning-ner-s3", "reasoning-ner", keys, annotations),
+            "/api/v1/namespaces/kubeflow/secrets/reasoning-ner-s3": secret(
+                "reasoning-ner-s3", "kubeflow", {**keys, "AWS_ENDPOINT_URL": s3_server.endpoint_url}),
+        }
+        root = tmp_path / "serviceaccount"
+        root.mkdir()
+        (root / "token").write_text("helm-test-token")
+        (root / "ca.crt").write_bytes(tls["ca"])
+        (root / "namespace").write_text("reasoning-ner")
+        with serve_tls(FakeCluster(objects, token="helm-test-token", allow=allow), tls) as api:
+            monkeypatch.setattr("reasoning_ner.k8s.kubeapi.SERVICE_ACCOUNT_DIR", root)
+            monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+            monkeypatch.chdir(tmp_path)
+            args = [a.replace("/preflight/values.json", str(tmp_path / "preflight" / "values.json")) for a in command[1:]]
+            result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(result.output)["rows"]}
+    ok = {"kube-api", "serving-sa", "runner-sa", "s3-secret", "pipeline-s3-secret", "served-model", "registry", "kfp", "kserve-crds"}
+    assert {i for i, r in rows.items() if r["status"] == "ok"} == ok, rows
+    assert rows["namespaces"]["detail"] == "skipped: needs get on namespaces"
+    # No StorageClass needed without multiNode: the training workspace is an emptyDir.
+    assert rows["storageclass"]["status"] == "skipped" and "emptyDir" in rows["storageclass"]["detail"]
+    assert rows["gpu-training"]["detail"] == "skipped: needs list on nodes"
+    assert "needs get on clusterservingruntimes.serving.kserve.io" in rows["kserve-runtime"]["detail"]
+    assert rows["dvc-remote"]["status"] == rows["gpu-serving"]["status"] == "skipped"
+    # every request the Pod sent to the API server was a read, with its own token
+    assert {r["method"] for r in api.requests} == {"GET"}
+    assert {r["auth"] for r in api.requests} == {"Bearer helm-test-token"}

@@ -4,6 +4,9 @@
   InferenceService, ServiceAccount, NetworkPolicy and KEDA ScaledObjects (plain dicts);
 * :mod:`.manifests`: :func:`generate_manifests` writes ``manifests/`` (kustomize base + overlays);
 * :mod:`.schema`: offline validation against the CRDs' OpenAPI schemas and core Kubernetes schemas;
+* :mod:`.preflight`: ``rner preflight``, read-only checks of a cluster before a run (docs/preflight.md),
+  over :mod:`.kubeapi` (kubeconfig / in-cluster access and GET over plain HTTP, no Kubernetes client);
+  :mod:`.kfp_backend` holds the minimum KFP backend version;
 * :mod:`.deploy`: :func:`deploy` rolls a promoted model out with the Kubernetes client (imported there
   only, so importing this package pulls in neither the client nor jsonschema).
 """

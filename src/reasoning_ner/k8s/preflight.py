@@ -1,0 +1,912 @@
+"""``rner preflight``: read the cluster before a run spends GPU hours, and say what to fix.
+
+One row per check (:data:`ROWS`), each ``ok``, ``warn``, ``fail`` or ``skipped``; a failing row names
+its fix (the kubectl/helm command or the value to set); a row whose objects the caller may not read
+is ``skipped: needs <verb> on <resource>`` and is not a failure. :func:`run_preflight` returns a
+:class:`Report`; ``report.failed`` decides the exit code.
+
+What is checked comes from a :class:`PreflightTarget`: from the configuration
+(:func:`target_from_config`: ``deploy.serving`` and ``promotion.registry_uri``) or from Helm values
+(:func:`target_from_values`: resolved as the chart resolves them, so a user checks exactly what
+``helm install -f my-values.yaml`` installs; the ``helm test`` Pod passes its release's own values).
+
+The cluster is read over plain HTTP (:mod:`.kubeapi`), never with the Kubernetes client; S3 is read
+with botocore using the environment KServe's storage initializer gets
+(:func:`.kserve_credentials.storage_initializer_env` on the live ServiceAccount and its Secrets), so
+the registry, DVC remote and served model are checked with the credentials and endpoint the pods use.
+Every S3 and Kubernetes call is a read (GET, list): nothing is created, changed or deleted.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping
+from urllib.parse import urlsplit
+
+import httpx
+
+from .inference_service import parse_quantity
+from .kfp_backend import MIN_KFP_BACKEND_VERSION, missing_features, version_tuple
+from .kserve_credentials import (
+    AWS_ENDPOINT_URL,
+    IRSA_ANNOTATION,
+    CredentialError,
+    S3Config,
+    secret_data,
+    storage_initializer_env,
+)
+from .kubeapi import (ClusterAccess, Forbidden, KubeAPIError, KubeClient, KubeConfigError, NotFound, Unauthorized,
+                      read_yaml_mapping)
+
+#: The pipeline's default GPU pool (run parameters gpu_node_selector / gpu_tolerations).
+DEFAULT_GPU_NODE_SELECTOR: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+DEFAULT_GPU_TOLERATIONS: list[dict[str, Any]] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+DEFAULT_ACCELERATOR = "nvidia.com/gpu"
+#: The pipeline's S3 Secret keys (pipelines.reasoning_ner_pipeline.SECRETS["s3"]).
+PIPELINE_S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                             "storageclass.beta.kubernetes.io/is-default-class")
+KSERVE_VERSION = "v0.21.0"  # the runtime image the chart pins (kserve/huggingfaceserver:v0.21.0)
+S3_ENDPOINT_ANNOTATION = "serving.kserve.io/s3-endpoint"
+
+Status = Literal["ok", "warn", "fail", "skipped"]
+
+#: (id, title) of every row, in the order they are printed.
+ROWS: tuple[tuple[str, str], ...] = (
+    ("kube-api", "Kubernetes API"),
+    ("namespaces", "Namespaces"),
+    ("serving-sa", "Serving ServiceAccount"),
+    ("runner-sa", "Pipeline runner ServiceAccount"),
+    ("s3-secret", "S3 Secret (KServe)"),
+    ("pipeline-s3-secret", "S3 Secret (pipeline)"),
+    ("served-model", "Served model (storageUri)"),
+    ("registry", "Model registry"),
+    ("dvc-remote", "DVC remote"),
+    ("storageclass", "StorageClass"),
+    ("gpu-training", "GPU nodes (training)"),
+    ("gpu-serving", "GPU nodes (serving)"),
+    ("kfp", "KFP backend"),
+    ("kserve-crds", "KServe CRDs"),
+    ("kserve-runtime", "Serving runtime"),
+)
+ROW_IDS = tuple(r for r, _ in ROWS)
+TITLES = dict(ROWS)
+
+
+class PreflightError(ValueError):
+    """The inputs of a preflight are unusable (a values file, a JSON flag); the message names them."""
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class GpuPool:
+    """Where GPU pods must land: every node selector label, every taint tolerated, the resource allocatable."""
+
+    name: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    resource: str = DEFAULT_ACCELERATOR
+    count: int = 1
+    settings: str = "run parameters gpu_node_selector / gpu_tolerations / accelerator_type"
+
+
+@dataclass
+class PreflightTarget:
+    """Everything the rows check, resolved to concrete names."""
+
+    serving_namespace: str
+    serving_service_account: str
+    s3_secret: str | None
+    storage_uri: str
+    kfp_namespace: str
+    runner_service_account: str
+    name: str = "reasoning-ner"
+    s3_access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    #: What the values intend for KServe's serving.kserve.io/s3-* annotations (compared with the live Secret).
+    s3_endpoint: str | None = None
+    s3_use_https: bool = True
+    s3_region: str | None = None
+    pipeline_s3_secret: str | None = "reasoning-ner-s3"
+    runtime: str | None = "kserve-huggingfaceserver"
+    model_format: str = "huggingface"
+    kfp_host: str | None = None
+    registry_uri: str | None = None
+    dvc_remote: str | None = None
+    storage_class: str | None = None
+    #: Only the multi-node path's shared PVC needs a StorageClass (the training workspace is an emptyDir).
+    needs_storage_class: bool = False
+    gpu_pools: list[GpuPool] = field(default_factory=list)
+    #: Reach S3 through this URL instead of the annotated endpoint (e.g. a kubectl port-forward).
+    s3_endpoint_override: str | None = None
+    skip: list[str] = field(default_factory=list)
+    origin: str = "configuration"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def training_pool(node_selector: Mapping[str, str] | None = None, tolerations: list[dict[str, Any]] | None = None,
+                  resource: str | None = None, count: int | None = None) -> GpuPool:
+    return GpuPool("training", dict(DEFAULT_GPU_NODE_SELECTOR if node_selector is None else node_selector),
+                   list(DEFAULT_GPU_TOLERATIONS if tolerations is None else tolerations),
+                   resource or DEFAULT_ACCELERATOR, 1 if count is None else count)
+
+
+def _serving_pool(gpus: int, resource: str, selector: Mapping[str, str], tolerations: list[dict[str, Any]]) -> GpuPool | None:
+    if gpus <= 0:
+        return None
+    return GpuPool("serving", dict(selector), list(tolerations), resource, gpus,
+                   "serving.predictor.nodeSelector / tolerations / gpuResourceName")
+
+
+def target_from_config(cfg: Any) -> PreflightTarget:
+    """From the configuration: ``deploy.serving`` (names, namespace, S3 settings, runtime, predictor
+    GPUs) and ``promotion.registry_uri``; the KFP run namespace and runner default as the chart's do."""
+    s = cfg.deploy.serving
+    st, p = s.storage, s.predictor
+    pools = [training_pool()]
+    serving = _serving_pool(p.gpus, p.gpu_resource_name, p.node_selector, p.tolerations)
+    if serving:
+        pools.append(serving)
+    return PreflightTarget(
+        name=s.name, serving_namespace=s.namespace, serving_service_account=st.service_account_name,
+        s3_secret=st.s3_secret_name, storage_uri=st.storage_uri, kfp_namespace="kubeflow",  # the chart's kfp.namespace
+        runner_service_account=f"{s.name}-pipeline-runner", s3_access_key_id_key=st.s3_access_key_id_key,
+        s3_secret_access_key_key=st.s3_secret_access_key_key, s3_endpoint=st.s3_endpoint, s3_use_https=st.s3_use_https,
+        s3_region=st.s3_region, pipeline_s3_secret=st.s3_secret_name, runtime=p.runtime, model_format=p.model_format,
+        kfp_host=os.environ.get("KF_PIPELINES_ENDPOINT") or None, registry_uri=cfg.promotion.registry_uri,
+        gpu_pools=pools, origin=f"configuration (profile {cfg.profile})")
+
+
+_MISSING = object()
+
+
+def _at(values: Mapping[str, Any], dotted: str, default: Any = _MISSING) -> Any:
+    node: Any = values
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            if default is _MISSING:
+                raise PreflightError(f"the values lack {dotted} (pass the chart with --chart so its defaults apply)")
+            return default
+        node = node[key]
+    return node
+
+
+def target_from_values(values: Mapping[str, Any], release: str = "reasoning-ner", namespace: str | None = None,
+                       origin: str = "Helm values") -> PreflightTarget:
+    """From the chart's values, resolved as the chart's helpers resolve them (``rner.name``,
+    ``rner.namespace``, ``rner.kfpNamespace``, ``rner.pipelineRunnerSA``); ``namespace`` is the
+    release namespace (``helm -n``)."""
+    name = _at(values, "serving.name", "") or release
+    ns = _at(values, "serving.namespace", "") or namespace or "default"
+    pred = _at(values, "serving.predictor", {}) or {}
+    pools = [training_pool()]
+    serving = _serving_pool(int(pred.get("gpus") or 0), pred.get("gpuResourceName") or DEFAULT_ACCELERATOR,
+                            pred.get("nodeSelector") or {}, pred.get("tolerations") or [])
+    if serving:
+        pools.append(serving)
+    tests = _at(values, "tests.preflight", {}) or {}
+    shared_pvc = _at(values, "multiNode.sharedPvc", {}) or {}
+    multi_node = bool(_at(values, "multiNode.enabled", False)) and bool(shared_pvc.get("create", True))
+    return PreflightTarget(
+        name=name, serving_namespace=ns,
+        serving_service_account=_at(values, "serving.storage.serviceAccountName"),
+        s3_secret=_at(values, "serving.storage.s3SecretName", None) or None,
+        storage_uri=_at(values, "serving.storage.storageUri"),
+        s3_access_key_id_key=_at(values, "serving.storage.s3AccessKeyIdKey", "AWS_ACCESS_KEY_ID"),
+        s3_secret_access_key_key=_at(values, "serving.storage.s3SecretAccessKeyKey", "AWS_SECRET_ACCESS_KEY"),
+        s3_endpoint=_at(values, "serving.storage.s3Endpoint", None) or None,
+        s3_use_https=bool(_at(values, "serving.storage.s3UseHttps", True)),
+        s3_region=_at(values, "serving.storage.s3Region", None) or None,
+        kfp_namespace=_at(values, "kfp.namespace", "") or ns,
+        runner_service_account=_at(values, "serviceAccounts.pipelineRunner.name", "") or f"{name}-pipeline-runner",
+        pipeline_s3_secret=_at(values, "secrets.s3.name", None) or None,
+        runtime=pred.get("runtime"),  # Helm drops null keys from .Values: absent = null
+        model_format=pred.get("modelFormat") or "huggingface",
+        kfp_host=_at(values, "kfp.host", None) or None,
+        registry_uri=tests.get("registryUri") or None, dvc_remote=tests.get("dvcRemote") or None,
+        storage_class=shared_pvc.get("storageClassName") or None, needs_storage_class=multi_node,
+        gpu_pools=pools, skip=list(tests.get("skip") or []), origin=origin)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def load_values(files: Iterable[str | os.PathLike[str]], chart: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The chart's values.yaml (when ``chart`` is given) with each file merged over it in order, as ``helm -f``."""
+    merged: dict[str, Any] = {}
+    sources = ([Path(chart) / "values.yaml"] if chart else []) + [Path(f) for f in files]
+    for path in sources:
+        merged = deep_merge(merged, read_yaml_mapping(path, "values file", PreflightError))
+    return merged
+
+
+def dvc_default_remote(repo: str | os.PathLike[str] = ".", name: str | None = None) -> str | None:
+    """The URL of DVC remote ``name`` (default: core.remote) from ``<repo>/.dvc/config``; None when absent."""
+    path = Path(repo) / ".dvc" / "config"
+    if not path.is_file():
+        return None
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+    except configparser.Error:
+        return None
+    name = name or parser.get("core", "remote", fallback=None)
+    if not name:
+        return None
+    return parser.get(f"'remote \"{name}\"'", "url", fallback=None)
+
+
+def parse_json_flag(text: str, name: str, kind: type) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PreflightError(f"{name} is not JSON: {exc}") from exc
+    if not isinstance(value, kind):
+        raise PreflightError(f"{name} must be a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+@dataclass
+class Row:
+    id: str
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    target: PreflightTarget
+    source: str
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def row(self, row_id: str) -> Row:
+        return next(r for r in self.rows if r.id == row_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "cluster": self.source, "rows": [asdict(r) for r in self.rows],
+                "target": self.target.to_dict()}
+
+
+def report_table(report: Report) -> Any:
+    """The report as a rich Table (check, status, detail, fix)."""
+    from rich.table import Table
+
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
+    table = Table(title=f"Preflight ({report.source}; {report.target.origin})", show_lines=True)
+    for col in ("check", "status", "detail", "fix"):
+        table.add_column(col, overflow="fold")
+    for r in report.rows:
+        table.add_row(r.check, f"[{style[r.status]}]{r.status}[/]", r.detail, r.fix)
+    return table
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+class _Skip(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def _cluster_internal(host: str) -> bool:
+    """A name only cluster DNS resolves (svc.cluster.local, <svc>.<ns>.svc, a bare service name)."""
+    host = host.split("@")[-1].rsplit(":", 1)[0].strip("[]").lower()
+    if host in ("localhost",) or re.match(r"^[0-9.]+$", host) or ":" in host:
+        return False
+    return host.endswith(".svc") or ".svc." in host or host.endswith(".cluster.local") or "." not in host
+
+
+def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
+    """Kubernetes' ToleratesTaint: effect (empty = all), key (empty with Exists = all), Exists or Equal value."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.get("effect"):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    key = toleration.get("key") or ""
+    if not key:
+        return operator == "Exists"
+    if key != taint.get("key"):
+        return False
+    return operator == "Exists" or (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parts = urlsplit(uri)
+    return parts.netloc, parts.path.lstrip("/")
+
+
+# ------------------------------------------------------------------------------------ the checks
+
+
+class Preflight:
+    """Runs the rows against one cluster (``kube``; None = no cluster, its rows fail with ``kube_error``)."""
+
+    def __init__(self, target: PreflightTarget, kube: KubeClient | None, *, in_cluster: bool = False,
+                 kube_error: str | None = None, kfp_token: str | None = None, s3_timeout_s: float = 5.0) -> None:
+        self.t, self.kube, self.in_cluster = target, kube, in_cluster
+        self.kube_error = kube_error
+        self.kfp_token = kfp_token
+        self.s3_timeout_s = s3_timeout_s
+        self._cache: dict[str, Any] = {}
+        self._api_ok = False
+        self._s3_env: dict[str, str] | None = None
+        self._s3: Any = None
+
+    # ------------------------------------------------------------- plumbing
+    def _get(self, path: str, verb: str | None = None) -> dict[str, Any]:
+        if self.kube is None or not self._api_ok:
+            raise _Skip("the Kubernetes API did not answer (see the Kubernetes API row)")
+        if path not in self._cache:
+            try:
+                self._cache[path] = self.kube.get(path, verb)
+            except KubeAPIError as exc:
+                self._cache[path] = exc
+        hit = self._cache[path]
+        if isinstance(hit, Exception):
+            raise hit
+        return hit
+
+    def _maybe(self, path: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist (403 and other errors propagate)."""
+        try:
+            return self._get(path)
+        except NotFound:
+            return None
+
+    def run(self) -> list[Row]:
+        rows = []
+        for row_id, title in ROWS:
+            if row_id in self.t.skip:
+                rows.append(Row(row_id, title, "skipped", "skipped on request (--skip)"))
+                continue
+            rows.append(self._guarded(row_id, title, getattr(self, "row_" + row_id.replace("-", "_"))))
+        return rows
+
+    def _guarded(self, row_id: str, title: str, fn: Callable[[], tuple]) -> Row:
+        try:
+            status, detail, *fix = fn()
+            return Row(row_id, title, status, detail, fix[0] if fix else "")
+        except _Skip as exc:
+            return Row(row_id, title, "skipped", exc.detail)
+        except Forbidden as exc:
+            return Row(row_id, title, "skipped", f"skipped: needs {exc.permission}")
+        except KubeAPIError as exc:
+            return Row(row_id, title, "fail", str(exc))
+        except CredentialError as exc:
+            return Row(row_id, title, "fail", str(exc))
+        except Exception as exc:  # one broken row must not hide the others
+            return Row(row_id, title, "fail", f"the check itself failed: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------- Kubernetes API
+    def row_kube_api(self) -> tuple:
+        if self.kube is None:
+            return "fail", self.kube_error or "no cluster access", "set KUBECONFIG / --kubeconfig / --context, or run in a pod with --in-cluster"
+        where = self.kube.access.source
+        try:
+            version = self.kube.get("/version")
+        except KubeConfigError as exc:  # e.g. an exec credential plugin that fails
+            return "fail", str(exc), "fix the kubeconfig field named above"
+        except Unauthorized as exc:
+            return ("fail", f"{self.kube.access.server} refused the credentials of {where}: {exc}",
+                    "refresh the credentials (e.g. `aws eks update-kubeconfig`, `gcloud container clusters get-credentials`)")
+        except Forbidden:
+            pass  # /version is public on every distribution we know; a 403 still proves we reached it
+        except KubeAPIError as exc:
+            return "fail", f"{where}: {exc}", "check the cluster's server URL and network path (VPN, proxy-url)"
+        else:
+            self._api_ok = True
+            return "ok", f"{self.kube.access.server} ({version.get('gitVersion', 'version unknown')}) via {where}"
+        self._api_ok = True
+        return "ok", f"{self.kube.access.server} via {where}"
+
+    # ------------------------------------------------------------- namespaces and ServiceAccounts
+    def row_namespaces(self) -> tuple:
+        t = self.t
+        found, missing, skipped = [], [], []
+        for ns, role in ((t.serving_namespace, "serving"), (t.kfp_namespace, "KFP runs")):
+            if any(ns == n for n, _ in found + missing + skipped):
+                continue
+            try:
+                (found if self._maybe(f"/api/v1/namespaces/{ns}") else missing).append((ns, role))
+            except Forbidden as exc:
+                skipped.append((ns, exc.permission))
+        if missing:
+            names = ", ".join(f"{ns} ({role})" for ns, role in missing)
+            return ("fail", f"missing: {names}",
+                    " ; ".join(f"kubectl create namespace {ns}" for ns, _ in missing) + " (or helm install --create-namespace)")
+        if skipped and not found:
+            raise _Skip(f"skipped: needs {skipped[0][1]}")
+        detail = ", ".join(f"{ns} ({role})" for ns, role in found)
+        if skipped:
+            detail += "; not readable: " + ", ".join(ns for ns, _ in skipped)
+        return "ok", detail
+
+    def _serving_sa(self) -> dict[str, Any] | None:
+        t = self.t
+        return self._maybe(f"/api/v1/namespaces/{t.serving_namespace}/serviceaccounts/{t.serving_service_account}")
+
+    def row_serving_sa(self) -> tuple:
+        t = self.t
+        sa = self._serving_sa()
+        ref = f"{t.serving_namespace}/{t.serving_service_account}"
+        if sa is None:
+            return ("fail", f"ServiceAccount {ref} does not exist",
+                    f"helm upgrade --install ... --set serving.storage.createServiceAccount=true (or kubectl -n "
+                    f"{t.serving_namespace} create serviceaccount {t.serving_service_account})")
+        listed = [s.get("name") for s in sa.get("secrets") or []]
+        irsa = _annotations(sa).get(IRSA_ANNOTATION)
+        if t.s3_secret and t.s3_secret not in listed:
+            return ("fail", f"ServiceAccount {ref} does not list the Secret {t.s3_secret} (KServe's storage initializer "
+                            f"reads only the Secrets a ServiceAccount lists; listed: {listed or 'none'})",
+                    f"kubectl -n {t.serving_namespace} patch serviceaccount {t.serving_service_account} --type json -p "
+                    f"'[{{\"op\":\"add\",\"path\":\"/secrets/-\",\"value\":{{\"name\":\"{t.s3_secret}\"}}}}]'")
+        if not t.s3_secret and not irsa:
+            return ("fail", f"no S3 Secret configured and ServiceAccount {ref} has no {IRSA_ANNOTATION}: the storage "
+                            "initializer has no S3 credentials",
+                    "set serving.storage.s3SecretName, or annotate the ServiceAccount with an IRSA role")
+        detail = f"{ref} lists {', '.join(listed) or 'no Secret'}"
+        return "ok", detail + (f"; IRSA role {irsa}" if irsa else "")
+
+    def row_runner_sa(self) -> tuple:
+        t = self.t
+        ref = f"{t.kfp_namespace}/{t.runner_service_account}"
+        if self._maybe(f"/api/v1/namespaces/{t.kfp_namespace}/serviceaccounts/{t.runner_service_account}") is None:
+            return ("fail", f"ServiceAccount {ref} (what pipeline runs use) does not exist",
+                    f"helm upgrade --install ... --set serviceAccounts.pipelineRunner.create=true --set "
+                    f"kfp.namespace={t.kfp_namespace} (or kubectl -n {t.kfp_namespace} create serviceaccount "
+                    f"{t.runner_service_account})")
+        return "ok", f"{ref} exists"
+
+    # ------------------------------------------------------------- Secrets
+    def _secret_fix(self, ns: str, name: str, keys: Iterable[str]) -> str:
+        literals = " ".join(f"--from-literal={k}=..." for k in keys)
+        return (f"kubectl -n {ns} create secret generic {name} {literals} --dry-run=client -o yaml | kubectl apply -f -")
+
+    def _annotate_fix(self) -> str:
+        t = self.t
+        parts = []
+        if t.s3_endpoint:
+            parts.append(f"{S3_ENDPOINT_ANNOTATION}={t.s3_endpoint}")
+        parts.append(f"serving.kserve.io/s3-usehttps={'1' if t.s3_use_https else '0'}")
+        if t.s3_region:
+            parts.append(f"serving.kserve.io/s3-region={t.s3_region}")
+        return f"kubectl -n {t.serving_namespace} annotate secret {t.s3_secret} --overwrite " + " ".join(parts)
+
+    def _storage_env(self) -> dict[str, str]:
+        """The storage initializer's S3 environment from the live ServiceAccount and its Secrets (KServe's rules)."""
+        if self._s3_env is not None:
+            return self._s3_env
+        t = self.t
+        sa = self._serving_sa()
+        if sa is None:
+            raise _Skip(f"ServiceAccount {t.serving_namespace}/{t.serving_service_account} does not exist (see its row)")
+        secrets: dict[str, Any] = {}
+        for ref in sa.get("secrets") or []:
+            name = ref.get("name", "")
+            obj = self._maybe(f"/api/v1/namespaces/{t.serving_namespace}/secrets/{name}")
+            if obj is not None:
+                secrets[name] = obj
+        config = S3Config(s3_access_key_id_name=t.s3_access_key_id_key, s3_secret_access_key_name=t.s3_secret_access_key_key)
+        self._s3_env = storage_initializer_env(sa, secrets, config=config)
+        return self._s3_env
+
+    def row_s3_secret(self) -> tuple:
+        t = self.t
+        if not t.s3_secret:
+            raise _Skip("no S3 Secret configured (serving.storage.s3SecretName is null: IRSA / workload identity)")
+        ref = f"{t.serving_namespace}/{t.s3_secret}"
+        secret = self._maybe(f"/api/v1/namespaces/{t.serving_namespace}/secrets/{t.s3_secret}")
+        keys = (t.s3_access_key_id_key, t.s3_secret_access_key_key)
+        if secret is None:
+            return ("fail", f"Secret {ref} does not exist",
+                    self._secret_fix(t.serving_namespace, t.s3_secret, keys) + " ; then " + self._annotate_fix())
+        data = secret_data(secret)
+        missing = [k for k in keys if not data.get(k)]
+        if missing:
+            return ("fail", f"Secret {ref} lacks the key(s) {', '.join(missing)} KServe reads "
+                            "(serving.storage.s3AccessKeyIdKey / s3SecretAccessKeyKey)",
+                    self._secret_fix(t.serving_namespace, t.s3_secret, keys))
+        env = self._storage_env()  # what KServe derives from the live ServiceAccount and its Secrets
+        got_url, got_region = env.get(AWS_ENDPOINT_URL), env.get("AWS_DEFAULT_REGION")
+        problems = []
+        if t.s3_endpoint:
+            want_url = t.s3_endpoint if "://" in t.s3_endpoint else \
+                ("https://" if t.s3_use_https else "http://") + t.s3_endpoint
+            if got_url is None:
+                problems.append(f"KServe derives no S3 endpoint from it, so the storage initializer goes to AWS S3, not "
+                                f"{want_url}: the {S3_ENDPOINT_ANNOTATION} annotation must be on the Secret (KServe "
+                                f"reads the ServiceAccount's annotations only with an {IRSA_ANNOTATION} role)")
+            elif got_url.rstrip("/") != want_url.rstrip("/"):
+                problems.append(f"the storage initializer gets AWS_ENDPOINT_URL={got_url} but serving.storage.s3Endpoint/"
+                                f"s3UseHttps say {want_url} (KServe: https unless serving.kserve.io/s3-usehttps is \"0\")")
+        if t.s3_region and got_region and got_region != t.s3_region:
+            problems.append(f"the storage initializer gets region {got_region} but serving.storage.s3Region is {t.s3_region}")
+        if problems:
+            return "fail", f"Secret {ref}: " + "; ".join(problems), self._annotate_fix()
+        where = got_url or "AWS S3 (no endpoint annotation)"
+        return "ok", (f"{ref} has {', '.join(keys)}; the storage initializer gets {where}"
+                      + (f", region {got_region}" if got_region else ""))
+
+    def row_pipeline_s3_secret(self) -> tuple:
+        t = self.t
+        if not t.pipeline_s3_secret:
+            raise _Skip("no pipeline S3 Secret configured (secrets.s3.name)")
+        ref = f"{t.kfp_namespace}/{t.pipeline_s3_secret}"
+        secret = self._maybe(f"/api/v1/namespaces/{t.kfp_namespace}/secrets/{t.pipeline_s3_secret}")
+        needed = PIPELINE_S3_KEYS if t.s3_endpoint else PIPELINE_S3_KEYS[:2]
+        if secret is None:
+            return ("fail", f"Secret {ref} does not exist: the pipeline's steps attach it as optional environment, so "
+                            "fetch and promote would run without S3 credentials",
+                    self._secret_fix(t.kfp_namespace, t.pipeline_s3_secret, needed))
+        data = secret_data(secret)
+        missing = [k for k in needed if not data.get(k)]
+        if missing:
+            why = " (the steps' S3 endpoint: http(s)://host:port)" if "AWS_ENDPOINT_URL" in missing else ""
+            return ("fail", f"Secret {ref} lacks {', '.join(missing)}{why}",
+                    self._secret_fix(t.kfp_namespace, t.pipeline_s3_secret, needed))
+        return "ok", f"{ref} has {', '.join(k for k in PIPELINE_S3_KEYS if data.get(k))}"
+
+    # ------------------------------------------------------------- S3
+    def _s3_client(self, env: Mapping[str, str]) -> Any:
+        """A botocore S3 client configured as kserve-storage configures its own (Storage._get_s3_client_kwargs)."""
+        import botocore.session
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        config = Config(connect_timeout=self.s3_timeout_s, read_timeout=self.s3_timeout_s * 2,
+                        retries={"max_attempts": 1, "mode": "standard"})
+        if env.get("awsAnonymousCredential", "").lower() == "true":
+            config = config.merge(Config(signature_version=UNSIGNED))
+        if env.get("S3_USER_VIRTUAL_BUCKET", "").lower() == "true":
+            config = config.merge(Config(s3={"addressing_style": "virtual"}))
+        region = env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        endpoint = self.t.s3_endpoint_override or env.get(AWS_ENDPOINT_URL) or f"https://s3.{region}.amazonaws.com"
+        verify = env.get("S3_VERIFY_SSL", "").lower() not in ("0", "false")
+        if self._s3 is None:  # one client for the three S3 rows (creating one loads botocore's models)
+            self._s3 = botocore.session.Session().create_client(
+                "s3", region_name=region, endpoint_url=endpoint, verify=verify, config=config,
+                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
+        return self._s3
+
+    def _s3_identity(self) -> dict[str, str]:
+        t = self.t
+        env = self._storage_env()
+        if not env.get("AWS_ACCESS_KEY_ID") and env.get("awsAnonymousCredential", "").lower() != "true":
+            sa = self._serving_sa() or {}
+            if IRSA_ANNOTATION in _annotations(sa):
+                raise _Skip(f"IRSA ({_annotations(sa)[IRSA_ANNOTATION]}): the credentials are a web identity only the "
+                            "serving pods get; `helm test` checks this from a pod")
+            raise _Skip(f"no S3 keys: ServiceAccount {t.serving_namespace}/{t.serving_service_account} lists no readable "
+                        f"Secret with {t.s3_secret_access_key_key} (see the S3 Secret rows)")
+        endpoint = self.t.s3_endpoint_override or env.get(AWS_ENDPOINT_URL)
+        if endpoint and not self.in_cluster and _cluster_internal(urlsplit(endpoint).netloc or endpoint):
+            raise _Skip(f"skipped: the S3 endpoint {endpoint} is a cluster-internal name; run this in the cluster "
+                        "(`helm test`), or port-forward it and pass --s3-endpoint http://localhost:<port>")
+        return env
+
+    def _s3_check(self, uri: str, setting: str, must_have_objects: bool = False) -> tuple:
+        t = self.t
+        if not uri.startswith("s3://"):
+            return ("fail", f"{uri!r} is not s3://: {'a pod cannot reach a local path' if '://' not in uri else 'only s3:// is served'}"
+                            f" (the deploy step hands KServe s3:// URIs read with the chart's S3 Secret)",
+                    f"set {setting} to s3://<bucket>/<prefix>")
+        bucket, prefix = _split_s3(uri)
+        env = self._s3_identity()
+        endpoint = t.s3_endpoint_override or env.get(AWS_ENDPOINT_URL) or "AWS S3"
+        secret_ref = f"Secret {t.serving_namespace}/{t.s3_secret}" if t.s3_secret else "the ServiceAccount's S3 Secret"
+        import botocore.exceptions as bx
+
+        try:
+            answer = self._s3_client(env).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.SSLError,
+                bx.ConnectionClosedError) as exc:
+            source = (f"--s3-endpoint {t.s3_endpoint_override}" if t.s3_endpoint_override else
+                      f"the {S3_ENDPOINT_ANNOTATION} annotation of {secret_ref}" if env.get(AWS_ENDPOINT_URL) else
+                      f"AWS S3 ({secret_ref} has no {S3_ENDPOINT_ANNOTATION} annotation)")
+            return ("fail", f"cannot reach {endpoint} (from {source}): {exc}",
+                    self._annotate_fix() if t.s3_secret else "set the S3 endpoint annotation")
+        except bx.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchBucket", "404") or status == 404:
+                return ("fail", f"bucket {bucket!r} does not exist at {endpoint} ({setting} = {uri})",
+                        f"create it: aws --endpoint-url {endpoint} s3 mb s3://{bucket} (MinIO: mc mb <alias>/{bucket}), "
+                        f"or set {setting}")
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken",
+                        "ExpiredToken") or status == 403:
+                return ("fail", f"{endpoint} refused the keys of {secret_ref} for bucket {bucket!r} ({code}): the keys "
+                                f"are wrong or lack s3:ListBucket there",
+                        self._secret_fix(t.serving_namespace, t.s3_secret or "<secret>",
+                                         (t.s3_access_key_id_key, t.s3_secret_access_key_key)))
+            if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+                return ("fail", f"bucket {bucket!r} is in another region than {env.get('AWS_DEFAULT_REGION')!r} ({code})",
+                        self._annotate_fix() + " (with the bucket's region)")
+            return "fail", f"{uri}: {code or status}: {exc}"
+        except bx.BotoCoreError as exc:
+            return "fail", f"{uri}: {type(exc).__name__}: {exc}"
+        if answer.get("KeyCount", 0) == 0:
+            if must_have_objects:
+                return ("warn", f"bucket {bucket!r} is reachable with {secret_ref}, but nothing is at {uri} yet: the "
+                                "predictor fails until a model is promoted there",
+                        "run the pipeline (its deploy step sets the champion), or `rner promote` and point "
+                        "serving.storage.storageUri at the copy")
+            return "ok", f"bucket {bucket!r} reachable at {endpoint} with {secret_ref}; {uri} is empty (a first run fills it)"
+        return "ok", f"{uri} reachable at {endpoint} with {secret_ref}"
+
+    def row_served_model(self) -> tuple:
+        uri = self.t.storage_uri
+        if uri.startswith("pvc://"):
+            raise _Skip(f"{uri}: a PVC is not checked (only s3://)")
+        return self._s3_check(uri, "serving.storage.storageUri", must_have_objects=True)
+
+    def row_registry(self) -> tuple:
+        uri = self.t.registry_uri
+        if not uri:
+            raise _Skip("no registry URI given (--registry, or tests.preflight.registryUri in the chart)")
+        return self._s3_check(uri.rstrip("/"), "the run parameter registry_uri (promotion.registry_uri)")
+
+    def row_dvc_remote(self) -> tuple:
+        remote = self.t.dvc_remote
+        if not remote:
+            raise _Skip("no DVC remote given (--dvc-remote, or tests.preflight.dvcRemote in the chart)")
+        return self._s3_check(remote.rstrip("/"), "the run parameter dvc_remote")
+
+    # ------------------------------------------------------------- storage and nodes
+    def row_storageclass(self) -> tuple:
+        if not self.t.needs_storage_class:
+            raise _Skip("no StorageClass needed: the training workspace is an emptyDir; only the multi-node shared "
+                        "PVC (multiNode.enabled) needs one (--storage-class checks a class)")
+        name = self.t.storage_class
+        if name:
+            if self._maybe(f"/apis/storage.k8s.io/v1/storageclasses/{name}") is not None:
+                return "ok", f"StorageClass {name} exists"
+            try:
+                names = [c["metadata"]["name"] for c in self._get("/apis/storage.k8s.io/v1/storageclasses", "list")["items"]]
+                known = f" (the cluster has: {', '.join(names) or 'none'})"
+            except KubeAPIError:
+                known = ""
+            return ("fail", f"StorageClass {name} does not exist{known}: the shared PVC would stay Pending",
+                    "set multiNode.sharedPvc.storageClassName to an existing ReadWriteMany class (null = the cluster default)")
+        classes = self._get("/apis/storage.k8s.io/v1/storageclasses", "list")["items"]
+        defaults = [c["metadata"]["name"] for c in classes
+                    if any(_annotations(c).get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)]
+        if not defaults:
+            names = ", ".join(c["metadata"]["name"] for c in classes) or "none"
+            return ("fail", f"no default StorageClass (classes: {names}): the shared PVC without a class stays Pending",
+                    "name one with multiNode.sharedPvc.storageClassName, or mark one default: kubectl patch "
+                    "storageclass <name> -p '{\"metadata\":{\"annotations\":{\"storageclass.kubernetes.io/is-default-class\":\"true\"}}}'")
+        if len(defaults) > 1:
+            return "warn", f"several default StorageClasses ({', '.join(defaults)}): Kubernetes uses the newest"
+        return "ok", f"default StorageClass {defaults[0]}"
+
+    def _gpu_row(self, pool_name: str) -> tuple:
+        pool = next((p for p in self.t.gpu_pools if p.name == pool_name), None)
+        if pool is None:
+            why = ("serving.predictor.gpus is 0 (a CPU predictor)" if pool_name == "serving" else "no training GPU pool given")
+            raise _Skip(why)
+        nodes = self._get("/api/v1/nodes", "list")["items"]
+        fits, reasons = [], {}
+        for node in nodes:
+            meta, spec = node.get("metadata") or {}, node.get("spec") or {}
+            labels = meta.get("labels") or {}
+            alloc = (node.get("status") or {}).get("allocatable") or {}
+            name = meta.get("name", "?")
+            missing = [f"{k}={v}" for k, v in pool.node_selector.items() if labels.get(k) != v]
+            untolerated = [f"{t.get('key')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect')}"
+                           for t in spec.get("taints") or [] if t.get("effect") in ("NoSchedule", "NoExecute")
+                           and not any(tolerates(tol, t) for tol in pool.tolerations)]
+            try:
+                have = parse_quantity(alloc.get(pool.resource, 0))
+            except ValueError:
+                have = 0.0
+            if missing:
+                reasons[name] = f"lacks label {', '.join(missing)}"
+            elif spec.get("unschedulable"):
+                reasons[name] = "is cordoned"
+            elif untolerated:
+                reasons[name] = f"has taint {', '.join(untolerated)} not tolerated"
+            elif have < pool.count:
+                reasons[name] = f"has {have:g} {pool.resource} allocatable (needs {pool.count})"
+            else:
+                fits.append(f"{name} ({have:g} {pool.resource})")
+        if fits:
+            return "ok", f"{len(fits)} of {len(nodes)} nodes fit: {', '.join(fits[:5])}{' ...' if len(fits) > 5 else ''}"
+        shown = "; ".join(f"{n} {r}" for n, r in list(reasons.items())[:5]) or "the cluster has no nodes"
+        selector = json.dumps(pool.node_selector)
+        return ("fail", f"no node fits selector {selector}, tolerations {json.dumps(pool.tolerations)} and "
+                        f"{pool.count} {pool.resource}: {shown}",
+                f"set {pool.settings} to your GPU pool (kubectl get nodes --show-labels; kubectl describe node <gpu-node> "
+                f"| grep -A3 Taints), or label it: kubectl label node <gpu-node> "
+                + " ".join(f"{k}={v}" for k, v in pool.node_selector.items()))
+
+    def row_gpu_training(self) -> tuple:
+        return self._gpu_row("training")
+
+    def row_gpu_serving(self) -> tuple:
+        return self._gpu_row("serving")
+
+    # ------------------------------------------------------------- KFP
+    def row_kfp(self) -> tuple:
+        host = self.t.kfp_host
+        if not host:
+            raise _Skip("no KFP host (--kfp-host, KF_PIPELINES_ENDPOINT or the chart's kfp.host)")
+        fix_host = ("set kfp.host / --kfp-host; from a workstation: kubectl -n kubeflow port-forward svc/ml-pipeline "
+                    "8888:8888 and --kfp-host http://localhost:8888")
+        if not self.in_cluster and _cluster_internal(urlsplit(host).netloc):
+            raise _Skip(f"skipped: {host} is a cluster-internal name; run in the cluster (`helm test`) or port-forward "
+                        "it and pass --kfp-host http://localhost:8888")
+        headers = {"Authorization": f"Bearer {self.kfp_token}"} if self.kfp_token else {}
+        url = host.rstrip("/") + "/apis/v2beta1/healthz"
+        try:
+            resp = httpx.get(url, headers=headers, timeout=10.0)
+        except httpx.HTTPError as exc:
+            return "fail", f"cannot reach {url}: {exc}", fix_host
+        if resp.status_code in (401, 403):
+            raise _Skip(f"skipped: needs a KFP token ({url} answered HTTP {resp.status_code}; set KF_PIPELINES_TOKEN)")
+        if resp.status_code == 404:
+            return ("fail", f"{url} answered 404: not a KFP v2 API server (KFP >= {MIN_KFP_BACKEND_VERSION} is needed)",
+                    fix_host)
+        if resp.status_code != 200:
+            return "fail", f"{url} answered HTTP {resp.status_code}: {resp.text[:200]}", fix_host
+        try:
+            info = resp.json()
+        except ValueError:
+            return "fail", f"{url} did not answer JSON (is {host} the ml-pipeline API, not the UI?)", fix_host
+        tag = str(info.get("tag_name") or "unknown")
+        mode = "multi-user" if info.get("multi_user") else "standalone"
+        if version_tuple(tag) is None:
+            return ("warn", f"KFP at {host} ({mode}) does not report its version (tag_name {tag!r}); it must be "
+                            f">= {MIN_KFP_BACKEND_VERSION}")
+        missing = missing_features(tag)
+        if missing:
+            return ("fail", f"KFP backend {tag} at {host} ({mode}) is older than {MIN_KFP_BACKEND_VERSION}; it lacks: "
+                            + "; ".join(missing),
+                    f"upgrade Kubeflow Pipelines to >= {MIN_KFP_BACKEND_VERSION}")
+        return "ok", f"KFP backend {tag} at {host} ({mode}); >= {MIN_KFP_BACKEND_VERSION}"
+
+    # ------------------------------------------------------------- KServe
+    def row_kserve_crds(self) -> tuple:
+        # API discovery: readable by every authenticated user (system:discovery), no RBAC needed.
+        wanted = {"serving.kserve.io/v1beta1": ["inferenceservices"],
+                  "serving.kserve.io/v1alpha1": ["servingruntimes", "clusterservingruntimes"]}
+        missing = []
+        for group_version, resources in wanted.items():
+            doc = self._maybe(f"/apis/{group_version}")
+            served = {r.get("name") for r in (doc or {}).get("resources") or []}
+            missing += [f"{r}.{group_version.split('/')[0]} ({group_version.split('/')[1]})" for r in resources if r not in served]
+        if missing:
+            return ("fail", f"KServe's API is missing: {', '.join(missing)}",
+                    f"helm install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd --version {KSERVE_VERSION} && helm "
+                    f"install kserve oci://ghcr.io/kserve/charts/kserve --version {KSERVE_VERSION} -n kserve --create-namespace")
+        return "ok", "inferenceservices, servingruntimes, clusterservingruntimes (serving.kserve.io)"
+
+    def row_kserve_runtime(self) -> tuple:
+        t = self.t
+        if not t.runtime:
+            raise _Skip("serving.predictor.runtime is null: KServe picks a runtime by model format")
+        namespaced = self._maybe(f"/apis/serving.kserve.io/v1alpha1/namespaces/{t.serving_namespace}/servingruntimes/{t.runtime}")
+        where = f"ServingRuntime {t.serving_namespace}/{t.runtime}"
+        runtime = namespaced
+        if runtime is None:
+            where = f"ClusterServingRuntime {t.runtime}"
+            try:
+                runtime = self._maybe(f"/apis/serving.kserve.io/v1alpha1/clusterservingruntimes/{t.runtime}")
+            except Forbidden as exc:
+                raise _Skip(f"skipped: no {f'ServingRuntime {t.serving_namespace}/{t.runtime}'}; the cluster-wide one "
+                            f"needs {exc.permission}") from exc
+        if runtime is None:
+            return ("fail", f"neither a ServingRuntime {t.serving_namespace}/{t.runtime} nor a ClusterServingRuntime "
+                            f"{t.runtime} exists",
+                    f"install KServe's runtimes (helm install kserve oci://ghcr.io/kserve/charts/kserve --version "
+                    f"{KSERVE_VERSION} creates them) or set servingRuntime.enabled=true in the chart")
+        spec = runtime.get("spec") or {}
+        formats = [f.get("name") for f in spec.get("supportedModelFormats") or []]
+        if spec.get("disabled"):
+            return "fail", f"{where} is disabled (spec.disabled: true)", f"kubectl patch ... {t.runtime} --type merge -p '{{\"spec\":{{\"disabled\":false}}}}'"
+        if t.model_format not in formats:
+            return ("fail", f"{where} does not support model format {t.model_format!r} (it supports {formats or 'none'})",
+                    "set serving.predictor.runtime to a runtime for this format, or servingRuntime.enabled=true")
+        return "ok", f"{where} supports {t.model_format}"
+
+
+def run_preflight(target: PreflightTarget, access: ClusterAccess | None = None, *, in_cluster: bool = False,
+                  kube_error: str | None = None, kfp_token: str | None = None) -> Report:
+    """Every row against the cluster of ``access`` (None: the Kubernetes rows fail with ``kube_error``)."""
+    kube = None
+    if access is not None:
+        try:
+            kube = access.client()
+        except KubeConfigError as exc:  # an exec plugin or a client certificate that cannot be used
+            kube_error = str(exc)
+    try:
+        rows = Preflight(target, kube, in_cluster=in_cluster, kube_error=kube_error, kfp_token=kfp_token).run()
+    finally:
+        if kube is not None:
+            kube.close()
+    return Report(rows, target, access.source if access is not None else "no cluster")
+
+
+# ------------------------------------------------------------------------------------ entry points
+
+
+def build_target(cfg: Any, values_files: Iterable[str | os.PathLike[str]] = (), chart: str | os.PathLike[str] | None = None,
+                 release: str = "reasoning-ner", namespace: str | None = None, *, kfp_namespace: str | None = None,
+                 kfp_host: str | None = None, registry: str | None = None, dvc_remote: str | None = None,
+                 storage_class: str | None = None, gpu_node_selector: str | None = None,
+                 gpu_tolerations: str | None = None, accelerator: str | None = None, gpus: int | None = None,
+                 s3_endpoint: str | None = None, skip: Iterable[str] = ()) -> PreflightTarget:
+    """The target of ``rner preflight``: Helm values (``values_files`` over the chart's defaults) or the
+    configuration, then the command line's overrides. JSON flags are parsed here."""
+    files = [str(f) for f in values_files]
+    if files:
+        target = target_from_values(load_values(files, chart), release, namespace, origin=f"values {', '.join(files)}")
+    else:
+        target = target_from_config(cfg)
+        if namespace:
+            target.serving_namespace = target.kfp_namespace = namespace
+    unknown = sorted(set(skip) - set(ROW_IDS))
+    if unknown:
+        raise PreflightError(f"--skip {', '.join(unknown)}: not a check (checks: {', '.join(ROW_IDS)})")
+    if dvc_remote and "://" not in dvc_remote and "/" not in dvc_remote:  # a remote name: its URL from .dvc/config
+        url = dvc_default_remote(".", dvc_remote)
+        if url is None:
+            raise PreflightError(f"--dvc-remote {dvc_remote!r}: no such remote in ./.dvc/config")
+        dvc_remote = url
+    changes = {"kfp_namespace": kfp_namespace, "kfp_host": kfp_host, "registry_uri": registry, "dvc_remote": dvc_remote,
+               "storage_class": storage_class, "s3_endpoint_override": s3_endpoint}
+    target = replace(target, **{k: v for k, v in changes.items() if v}, skip=[*target.skip, *skip],
+                     needs_storage_class=target.needs_storage_class or bool(storage_class))
+    if gpu_node_selector or gpu_tolerations or accelerator or gpus is not None:
+        pool = training_pool(parse_json_flag(gpu_node_selector, "--gpu-node-selector", dict) if gpu_node_selector else None,
+                             parse_json_flag(gpu_tolerations, "--gpu-tolerations", list) if gpu_tolerations else None,
+                             accelerator, gpus)
+        target.gpu_pools = [pool, *(p for p in target.gpu_pools if p.name != "training")]
+    return target
+
+
+def cluster_access(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None,
+                   in_cluster: bool = False) -> ClusterAccess:
+    """The pod's own ServiceAccount (``in_cluster``) or a kubeconfig context; raises KubeConfigError."""
+    from .kubeapi import load_in_cluster, load_kubeconfig
+
+    return load_in_cluster() if in_cluster else load_kubeconfig(kubeconfig, context)
+
+
+def summary_line(report: Report) -> str:
+    skipped = sum(r.status == "skipped" for r in report.rows)
+    warned = sum(r.status == "warn" for r in report.rows)
+    tail = f" ({skipped} skipped, {warned} warnings)"
+    if report.failed:
+        return f"{len(report.failed)} of {len(report.rows)} checks failed{tail}: {', '.join(r.id for r in report.failed)}"
+    return f"all checks passed{tail}"
