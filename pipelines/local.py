@@ -1,7 +1,7 @@
 """Run the pipeline locally through ``kfp.local`` (the project's main job, ``make run``).
 
 The local variant has the same steps and component specs as the cluster pipeline, minus the
-cluster-only operations (workspace PVC and deploy), which are skipped by design. Every step runs
+cluster-only operations (Kubernetes settings and the deploy step), which are skipped by design. Every step runs
 as a subprocess with this interpreter (``SubprocessRunner(use_venv=False)``), so the installed
 ``reasoning_ner`` package is what runs, exactly as in the pipeline images.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.reasoning_ner_pipeline import build_pipeline
+from reasoning_ner.promotion import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,6 @@ def run_local(work: Path, profile: str = "tiny-cpu", repo: Path = REPO_ROOT, **p
         "grpo_model": str(_latest(run_dir, "train-grpo/model")) if run_dir else None,
         "registry": params["registry_uri"],
     }
-    champion = Path(params["registry_uri"]) / "champion.json"
-    summary["champion"] = json.loads(champion.read_text()) if champion.is_file() else None
+    summary["champion"] = Registry(params["registry_uri"]).champion()
     (work / "local_run.json").write_text(json.dumps(summary, indent=2))
     return summary

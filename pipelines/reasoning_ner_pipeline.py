@@ -4,10 +4,20 @@ One factory, :func:`build_pipeline`, makes both variants from the same component
 
 * ``cluster=True`` (the compiled, committed ``reasoning_ner_pipeline.yaml``): GPU node pool for the
   training and evaluation steps (accelerator type/limit, CPU and memory, node selector and
-  tolerations taken from run parameters as JSON), a workspace PVC as the training checkpoint cache,
+  tolerations taken from run parameters as JSON), a scratch workspace for training checkpoints,
   Secrets attached as environment, and the deploy step behind the promotion decision;
 * ``cluster=False`` (``make run``, through ``kfp.local``): the same steps and component specs minus
-  the cluster-only operations (PVC create/delete and deploy), which the local runner cannot run.
+  the cluster-only operations (the deploy step and Kubernetes settings), which the local runner
+  cannot run.
+
+The training workspace is an emptyDir, not a PVC, for two facts of the KFP backend (driver
+``k8s.go``, ``argocompiler/argo.go``): ``CreatePVC`` turns an empty ``storage_class_name`` into a
+static claim (no provisioner: Pending forever) and an absent one into ``standard`` (missing on
+EKS/AKS), so it cannot ask for the cluster's default StorageClass; and KFP pods get no
+``fsGroup`` (only ``runAsNonRoot``), so a freshly provisioned volume's root stays ``root:root 0755``
+and the images' uid 1000 cannot write to it. Kubelet creates an emptyDir world-writable, with no
+StorageClass at all. Models leave the step as artifacts in object storage; the multi-node path
+shares its ReadWriteMany PVC (``shared_pvc``, created by the chart) instead.
 
 Models and datasets pass between steps as typed artifacts (object storage in the cluster) in both
 variants. Parameter defaults come from the shared configuration of the chosen profile.
@@ -31,6 +41,9 @@ from components.submit_trainjob.component import submit_trainjob
 from components.train_sft.component import train_sft
 from components.validate_data.component import validate_data
 from reasoning_ner.config import load_config
+from reasoning_ner.images import image
+# Shared with `rner preflight`, which checks a cluster against exactly these defaults.
+from reasoning_ner.k8s.preflight import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, PIPELINE_S3_KEYS
 
 PIPELINE_NAME = "reasoning-ner"
 COMPILED = Path(__file__).with_name("reasoning_ner_pipeline.yaml")
@@ -45,16 +58,13 @@ SHARED_MOUNT = "/shared"
 #: The Helm chart references these names; values never travel as pipeline parameters.
 SECRETS = {
     "git": ("reasoning-ner-git", {"token": "RNER_GIT_TOKEN"}),
-    "s3": ("reasoning-ner-s3", {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-                                "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}),
+    "s3": ("reasoning-ner-s3", {key: key for key in PIPELINE_S3_KEYS}),
     "teacher": ("reasoning-ner-teacher", {"api-key": "RNER_TEACHER_API_KEY", "judge-api-key": "RNER_JUDGE_API_KEY"}),
     "hf": ("reasoning-ner-hf", {"token": "HF_TOKEN"}),
 }
 #: CPU and memory (request, limit) per step kind in the cluster.
 RESOURCES = {"cpu": ("2", "4", "8G", "16G"), "gpu": ("8", "16", "64G", "128G")}
 
-DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
-DEFAULT_GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def _secrets(task: dsl.PipelineTask, *names: str) -> None:
@@ -95,7 +105,9 @@ def run_parameters(profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL, 
         RunParameter("repo_url", str, repo_url, "Git repository holding dvc.yaml and the DVC-tracked data."),
         RunParameter("revision", str, "", "Git revision (commit, tag, branch) of the data to fetch; empty = the default branch."),
         RunParameter("data_path", str, "work/data", "DVC-tracked folder of prepared datasets inside the repository."),
-        RunParameter("dvc_remote", str, "", "DVC remote to pull from; empty = the repository's default remote."),
+        RunParameter("dvc_remote", str, "s3" if cluster else "", "DVC remote to pull from: a remote name in the "
+                     "repository's .dvc/config (`s3` = s3://reasoning-ner/dvc, reached with the S3 Secret's "
+                     "AWS_ENDPOINT_URL and keys) or a URL; empty = the repository's default remote."),
         RunParameter("teacher_url", str, cfg.cot.teacher_url or "", "OpenAI-compatible base URL of the CoT teacher "
                      "(e.g. http://vllm.teacher:8000/v1); empty = the offline gold-grounded teacher."),
         RunParameter("teacher_model", str, cfg.cot.teacher_model, "Model name the teacher endpoint serves."),
@@ -127,12 +139,10 @@ def run_parameters(profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL, 
                      "object), e.g. {\"cloud.google.com/gke-accelerator\": \"nvidia-h100-80gb\"}.", True),
         RunParameter("gpu_tolerations", list, DEFAULT_GPU_TOLERATIONS, "Tolerations for the GPU node pool's taints "
                      "(JSON list of Kubernetes tolerations).", True),
-        RunParameter("workspace_size", str, "200Gi", "Size of the per-run workspace PVC (training checkpoint cache).", True),
-        RunParameter("workspace_storage_class", str, "standard", "StorageClass of the workspace PVC.", True),
         RunParameter("deploy_namespace", str, "reasoning-ner", "Namespace of the InferenceService to update.", True),
         RunParameter("inference_service", str, "reasoning-ner", "Name of the InferenceService serving the champion.", True),
-        RunParameter("canary_percent", int, 10, "Traffic share of the new model before promotion to 100 %; "
-                     "0 = switch at once.", True),
+        RunParameter("canary_percent", int, 10, "Knative mode: traffic share of the new model before promotion to "
+                     "100 %; 0 = switch at once. Standard mode (the chart's default) always rolls out directly.", True),
         RunParameter("multi_node", bool, False, "Run SFT as a Kubeflow Trainer TrainJob on several GPU nodes.", True),
         RunParameter("train_nodes", int, 2, "Nodes of the multi-node TrainJob.", True),
         RunParameter("sft_launcher", str, "accelerate", "Launcher inside the TrainJob: accelerate (DeepSpeed ZeRO-3) "
@@ -181,7 +191,8 @@ def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | Non
         sft_model = sft.outputs["model"]
     else:  # cluster variant: a TrainJob on several GPU nodes when the run asks for it
         with dsl.If(p["multi_node"] == True, name="multi-node-sft"):  # noqa: E712 (a pipeline condition)
-            submit = submit_trainjob(**sft_args, **trainjob, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            # The image as a literal: the registration rewrites it to the deployed tag like every other reference.
+            submit = submit_trainjob(**sft_args, **trainjob, image=image("train-gpu"), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                                      namespace="", shared_dir=SHARED_MOUNT, poll_seconds=30.0).after(validate)
         with dsl.Else(name="single-pod-sft"):
             sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
@@ -204,16 +215,21 @@ def _local_body(**p: Any) -> str:
 
 
 def _cluster_body(**p: Any) -> str:
+    from components.check_registry.component import check_registry
     from components.deploy_model.component import deploy_model
 
-    pvc = kubernetes.CreatePVC(pvc_name_suffix="-rner-workspace", access_modes=["ReadWriteOnce"],
-                               size=p["workspace_size"], storage_class_name=p["workspace_storage_class"])
     accelerator, gpus, selector, tolerations = (p["accelerator_type"], p["gpus_per_step"], p["gpu_node_selector"],
                                                 p["gpu_tolerations"])
     tasks = _steps(p, WORKSPACE_MOUNT, trainjob=dict(
         num_nodes=p["train_nodes"], gpus_per_node=gpus, accelerator_type=accelerator, node_selector=selector,
         tolerations=tolerations, shared_pvc=p["shared_pvc"], runtime=p["trainjob_runtime"],
         timeout_hours=p["trainjob_timeout_hours"], launcher=p["sft_launcher"]))
+    # The registry is checked before training, not found wrong at the promotion step hours later.
+    check = check_registry(registry_uri=p["registry_uri"])
+    _resources(check, "cpu")
+    _secrets(check, "s3")
+    for name in ("sft", "submit_trainjob"):
+        tasks[name].after(check)
     _resources(tasks["submit_trainjob"], "cpu")
     kubernetes.mount_pvc(tasks["submit_trainjob"], pvc_name=p["shared_pvc"], mount_path=SHARED_MOUNT)
     _secrets(tasks["fetch"], "git", "s3")
@@ -223,12 +239,12 @@ def _cluster_body(**p: Any) -> str:
     for name in ("sft", "grpo", "evaluate"):
         _gpu_pool(tasks[name], accelerator, gpus, selector, tolerations)
         _secrets(tasks[name], "hf")
-    for name in ("sft", "grpo"):
-        kubernetes.mount_pvc(tasks[name], pvc_name=pvc.outputs["name"], mount_path=WORKSPACE_MOUNT)
+    for name in ("sft", "grpo"):  # scratch for checkpoints, writable by the images' uid (see the module docstring)
+        kubernetes.empty_dir_mount(tasks[name], volume_name="workspace", mount_path=WORKSPACE_MOUNT)
     _secrets(tasks["promote"], "s3")
-    kubernetes.DeletePVC(pvc_name=pvc.outputs["name"]).after(tasks["grpo"])
     with dsl.If(tasks["promote"].outputs["decision"] == "promoted", name="promoted"):
-        deploy = deploy_model(model_uri=tasks["promote"].outputs["model_uri"], namespace=p["deploy_namespace"],
+        deploy = deploy_model(model_uri=tasks["promote"].outputs["model_uri"],
+                              model_version=tasks["promote"].outputs["version"], namespace=p["deploy_namespace"],
                               inference_service=p["inference_service"], canary_percent=p["canary_percent"])
         deploy.set_caching_options(False)
         _resources(deploy, "cpu")

@@ -2,13 +2,21 @@
 
 Talks to a Kubeflow Pipelines endpoint through ``kfp.Client`` (KFP v2beta1 REST API):
 
-1. ``GET /apis/v2beta1/pipelines?filter=<display_name == name>&namespace=..`` finds the pipeline;
-   absent: ``POST /apis/v2beta1/pipelines/upload`` creates it with the package as its first version
-   (``GET .../pipelines/{id}/versions`` gives that version's id); present:
-   ``POST /apis/v2beta1/pipelines/upload_version`` adds the package as version ``version_name``;
-2. ``GET /apis/v2beta1/experiments?filter=..`` finds the experiment, ``POST /apis/v2beta1/experiments``
+0. the package is prepared: its stable image references (``reasoning_ner.images.image(name)``) are
+   rewritten to the images of one build (``image_tag``, e.g. ``sha-<12 hex>`` from main, and/or
+   ``image_digests``; :func:`reasoning_ner.images.rewrite_references`, the same rewrite the chart's
+   registration does) and the version is named after the result,
+   ``<package version>-<12 hex of its sha256>`` (:func:`reasoning_ner.images.content_version`);
+1. ``GET /apis/v2beta1/healthz`` gives the backend's version (``tag_name``), which must be at least
+   :data:`MIN_KFP_BACKEND_VERSION` (the pipeline's GPU scheduling and optional Secrets need it);
+2. ``GET /apis/v2beta1/pipelines?filter=<display_name == name>&namespace=..`` finds the pipeline;
+   absent: ``POST /apis/v2beta1/pipelines`` creates it (no version yet); then
+   ``GET .../pipelines/{id}/versions?filter=<display_name == version>`` looks for the version: an
+   unchanged pipeline (same content, same images) reuses it, otherwise
+   ``POST /apis/v2beta1/pipelines/upload_version`` uploads the prepared package under that name;
+3. ``GET /apis/v2beta1/experiments?filter=..`` finds the experiment, ``POST /apis/v2beta1/experiments``
    creates it when absent;
-3. ``POST /apis/v2beta1/runs`` starts a run of that version, or ``POST /apis/v2beta1/recurringruns``
+4. ``POST /apis/v2beta1/runs`` starts a run of that version, or ``POST /apis/v2beta1/recurringruns``
    schedules it (``cron_schedule``; KFP's cron has a seconds field, a 5-field expression gets ``0``
    prepended), with the run parameters typed from the package's own parameter definitions and the
    run's Kubernetes service account.
@@ -23,19 +31,22 @@ port-forward to a single-user install).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import difflib
 import io
 import json
 import os
+import re
+import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from pipelines.reasoning_ner_pipeline import COMPILED, PIPELINE_NAME
+from reasoning_ner.images import content_version, rewrite_references
+from reasoning_ner.k8s.kfp_backend import KFP_BACKEND_FEATURES, MIN_KFP_BACKEND_VERSION, missing_features, version_tuple
 
 HOST_ENV = "KF_PIPELINES_ENDPOINT"  # kfp's own variable
 DEFAULT_TOKEN_ENV = "KF_PIPELINES_TOKEN"
@@ -45,6 +56,18 @@ NAMESPACE_ENV = "RNER_KFP_NAMESPACE"
 EXPERIMENT_ENV = "RNER_KFP_EXPERIMENT"
 SERVICE_ACCOUNT_ENV = "RNER_KFP_SERVICE_ACCOUNT"
 DEFAULT_EXPERIMENT = "reasoning-ner"
+IMAGE_TAG_ENV = "RNER_IMAGE_TAG"  # e.g. sha-0123456789ab (a build of main)
+IMAGE_DIGESTS_ENV = "RNER_IMAGE_DIGESTS"  # e.g. cpu=sha256:...,train-gpu=sha256:...
+IMAGE_REGISTRY_ENV = "RNER_IMAGE_REGISTRY"  # a mirror of ghcr.io/reasoning-ner
+SKIP_VERSION_CHECK_ENV = "RNER_KFP_SKIP_VERSION_CHECK"
+
+#: The oldest Kubeflow Pipelines backend the compiled pipeline runs correctly on (2.15.0), and the
+#: features behind it -> their first backend release. Read from kubeflow/pipelines at
+#: 7b70c7b95f6832772efd6fd0029a4024491a0f44 (backend/src/v2/driver/k8s.go, `git tag --contains` of each
+#: change: nodeSelectorJson/tolerationJson from parameters #11770 and list tolerations 90909fc in 2.5.0,
+#: empty tolerations #11898 in 2.14.0, optional Secrets as env #12216 in 2.15.0). Kept in the library
+#: (reasoning_ner.k8s.kfp_backend, imported above) so `rner preflight` checks the same:
+#: pipelines.submit.MIN_KFP_BACKEND_VERSION is that constant.
 
 
 class SubmitError(ValueError):
@@ -65,6 +88,9 @@ class SubmitResult:
     cron: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     service_account: str | None = None
+    uploaded_version: bool = True  # False: an identical version was already registered and is reused
+    kfp_version: str | None = None  # the backend's tag_name (None when the check was skipped)
+    images: list[str] = field(default_factory=list)  # the project images the uploaded pipeline runs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,11 +202,57 @@ def normalize_cron(expr: str) -> str:
     return " ".join(fields)
 
 
-def default_version_name(now: dt.datetime | None = None) -> str:
-    from reasoning_ner import __version__
+def parse_digests(text: str | None) -> dict[str, str]:
+    """``cpu=sha256:...,train-gpu=sha256:...`` -> {image name: digest}."""
+    out: dict[str, str] = {}
+    for item in (text or "").replace(";", ",").split(","):
+        if not item.strip():
+            continue
+        name, sep, digest = item.partition("=")
+        if not sep:
+            raise SubmitError(f"image digest {item!r} is not NAME=sha256:<hex> (NAME: cpu, train-gpu, serve)")
+        out[name.strip()] = digest.strip()
+    return out
 
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return f"v{__version__}-{now:%Y%m%d-%H%M%S}"
+
+def prepare_package(package: str | os.PathLike[str], tag: str | None = None, digests: Mapping[str, str] | None = None,
+                    registry: str | None = None) -> tuple[str, str]:
+    """(the YAML to upload, its content-derived version name): the compiled pipeline with its image
+    references rewritten to ``tag`` / ``digests`` (unchanged when both are empty)."""
+    text = Path(package).read_text()
+    try:
+        rewritten = rewrite_references(text, tag=tag, digests=digests, **({"registry": registry} if registry else {}))
+    except ValueError as exc:
+        raise SubmitError(f"image references: {exc}") from None
+    return rewritten, content_version(rewritten)
+
+
+def project_images(text: str) -> list[str]:
+    """The project image references in a pipeline YAML (what its steps will pull)."""
+    return sorted(set(re.findall(r"[\w.:/-]+/reasoning-ner-[a-z-]+:[\w.-]+(?:@sha256:[0-9a-f]{64})?", text)))
+
+
+def backend_version(client: Any) -> str | None:
+    """``tag_name`` of ``GET /apis/v2beta1/healthz``: the API server's TAG_NAME, set by KFP's release
+    builds ("unknown" on a dev build). kfp's generated model drops the field, so the raw JSON is read."""
+    resp = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
+    try:
+        return json.loads(resp.data or b"{}").get("tag_name")
+    except ValueError:
+        return None
+
+
+def check_backend_version(found: str | None, host: str = "", minimum: str = MIN_KFP_BACKEND_VERSION) -> None:
+    """Refuse a backend older than ``minimum`` (or one that does not say its version)."""
+    have = version_tuple(found)
+    if have is not None and have >= version_tuple(minimum):
+        return
+    missing = missing_features(found)
+    where = f" at {host}" if host else ""
+    raise SubmitError(
+        f"Kubeflow Pipelines backend{where} reports version {found!r} (healthz tag_name); this pipeline needs "
+        f">= {minimum}: " + "; ".join(missing) + f". Upgrade Kubeflow Pipelines, or set {SKIP_VERSION_CHECK_ENV}=1 "
+        "to submit anyway (GPU steps may then be scheduled without the node selector/tolerations)")
 
 
 # ------------------------------------------------------------------------------------- client
@@ -225,21 +297,42 @@ def submit(
     run_name: str | None = None,
     description: str | None = None,
     max_concurrency: int = 1,
+    image_tag: str | None = None,
+    image_digests: Mapping[str, str] | None = None,
+    image_registry: str | None = None,
+    check_version: bool | None = None,
     client: Any = None,
 ) -> SubmitResult:
-    """Upload ``package`` as a version of ``pipeline_name`` (creating the pipeline if absent), then
-    start a run of it in ``experiment``, or a recurring run when ``recurring_cron`` is given."""
+    """Upload ``package`` (image references rewritten to ``image_tag`` / ``image_digests``) as a
+    version of ``pipeline_name`` named after its content, creating the pipeline if absent and reusing
+    an identical version, then start a run of it in ``experiment``, or a recurring run when
+    ``recurring_cron`` is given. ``image_*`` default to $RNER_IMAGE_TAG, $RNER_IMAGE_DIGESTS and
+    $RNER_IMAGE_REGISTRY; the backend version check is skipped with ``check_version=False`` or
+    $RNER_KFP_SKIP_VERSION_CHECK=1."""
     package = Path(package)
     if not package.is_file():
         raise SubmitError(f"pipeline package {package} does not exist (run `rner pipeline compile`)")
     typed = parse_params(params, package)  # refuse bad parameters before touching the server
     cron = normalize_cron(recurring_cron) if recurring_cron else None
-    version_name = version_name or default_version_name()
+    if image_digests is None:
+        image_digests = parse_digests(os.environ.get(IMAGE_DIGESTS_ENV))
+    content, content_name = prepare_package(package, image_tag or os.environ.get(IMAGE_TAG_ENV) or None,
+                                            image_digests, image_registry or os.environ.get(IMAGE_REGISTRY_ENV) or None)
+    # Only a content-derived name may be reused: an explicit one could name different content.
+    reuse = not version_name
+    version_name = version_name or content_name
+    if check_version is None:
+        check_version = os.environ.get(SKIP_VERSION_CHECK_ENV, "").strip().lower() not in ("1", "true", "yes")
     description = description or f"ReasoningNER pipeline, package {package.name}"
     client = client or make_client(host, token, namespace)
     try:
-        return _submit(client, host, namespace, experiment, service_account, typed, cron, package, pipeline_name,
-                       version_name, run_name, description, max_concurrency)
+        with tempfile.TemporaryDirectory(prefix="rner-submit-") as tmp:
+            prepared = Path(tmp) / f"{pipeline_name}-{version_name}.yaml"
+            prepared.write_text(content)
+            result = _submit(client, host, namespace, experiment, service_account, typed, cron, prepared,
+                             pipeline_name, version_name, run_name, description, max_concurrency, check_version, reuse)
+        result.images = project_images(content)
+        return result
     except Exception as exc:
         status = getattr(exc, "status", None)
         if status is None or type(exc).__name__ != "ApiException":
@@ -255,25 +348,35 @@ def submit(
 
 def _submit(client: Any, host: str, namespace: str | None, experiment: str, service_account: str | None,
             typed: dict[str, Any], cron: str | None, package: Path, pipeline_name: str, version_name: str,
-            run_name: str | None, description: str, max_concurrency: int) -> SubmitResult:
+            run_name: str | None, description: str, max_concurrency: int, check_version: bool,
+            reuse: bool = True) -> SubmitResult:
     printed = io.StringIO()  # kfp prints UI links; the caller gets the ids in the result instead
     with contextlib.redirect_stdout(printed):
+        kfp_version = None
+        if check_version:
+            kfp_version = backend_version(client)
+            check_backend_version(kfp_version, host)
         found = client.list_pipelines(filter=_name_filter(pipeline_name), namespace=namespace, page_size=2)
         pipelines = found.pipelines or []
         if len(pipelines) > 1:
             raise SubmitError(f"{len(pipelines)} pipelines are named {pipeline_name!r}; names must be unique")
         created = not pipelines
+        version = None
         if created:
-            pipeline = client.upload_pipeline(str(package), pipeline_name=pipeline_name, description=description,
-                                              namespace=namespace)
+            # The pipeline alone (POST /pipelines), so its only version is the content-named one below
+            # (an upload would add a first version named after the pipeline with the same content).
+            import kfp_server_api
+
+            pipeline = client._pipelines_api.pipeline_service_create_pipeline(kfp_server_api.V2beta1Pipeline(
+                display_name=pipeline_name, name=pipeline_name, description=description, namespace=namespace))
             pipeline_id = pipeline.pipeline_id
-            versions = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc", page_size=1)
-            if not versions.pipeline_versions:
-                raise SubmitError(f"pipeline {pipeline_id} was created without a version")
-            version = versions.pipeline_versions[0]
-            version_name = version.display_name or pipeline_name
         else:
             pipeline_id = pipelines[0].pipeline_id
+            if reuse:
+                listed = client.list_pipeline_versions(pipeline_id, filter=_name_filter(version_name), page_size=1)
+                version = (listed.pipeline_versions or [None])[0]
+        uploaded = version is None
+        if uploaded:
             version = client.upload_pipeline_version(str(package), version_name, pipeline_id=pipeline_id,
                                                      description=description)
         version_id = version.pipeline_version_id
@@ -281,7 +384,8 @@ def _submit(client: Any, host: str, namespace: str | None, experiment: str, serv
         run_name = run_name or f"{pipeline_name} {version_name}"
         result = SubmitResult(host=host, namespace=namespace, pipeline_id=pipeline_id, pipeline_version_id=version_id,
                               version_name=version_name, created_pipeline=created, experiment_id=exp.experiment_id,
-                              cron=cron, parameters=typed, service_account=service_account)
+                              cron=cron, parameters=typed, service_account=service_account,
+                              uploaded_version=uploaded, kfp_version=kfp_version)
         if cron:
             rr = client.create_recurring_run(
                 experiment_id=exp.experiment_id, job_name=run_name, description=description, cron_expression=cron,

@@ -12,12 +12,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_profiles_resolve() -> None:
-    assert set(PROFILES) == {"tiny-cpu", "qwen3-1.7b", "qwen3-8b"}
+    assert set(PROFILES) == {"tiny-cpu", "tiny-ci", "qwen3-1.7b", "qwen3-8b"}
     tiny = load_config(profile="tiny-cpu")
     assert tiny.model.base_model == "tiny" and tiny.prompt.style == "compact" and tiny.prompt.answer_indent is None
     big = load_config(profile="qwen3-8b")
     assert big.model.base_model == "Qwen/Qwen3-8B-Base" and big.prompt.style == "paper" and big.prompt.answer_indent == 2
     assert load_config(profile="qwen3-1.7b").model.base_model == "Qwen/Qwen3-1.7B-Base"
+    # tiny-ci: the tiny-cpu recipe at the test suite's size, every other setting the same.
+    ci = load_config(profile="tiny-ci")
+    assert (ci.sft.max_steps, ci.grpo.max_steps, ci.eval.limit, ci.cot.max_records_per_dataset) == (30, 2, 4, 256)
+    assert ci.promotion.min_parse_rate == 0.0 and ci.sft.learning_rate == tiny.sft.learning_rate
+    assert ci.prompt == tiny.prompt and ci.model == tiny.model
 
 
 def test_repo_params_yaml_is_valid() -> None:

@@ -43,7 +43,7 @@ class FakeKServe(StubAPIServer):
     """An API server holding one InferenceService and its predictor Deployment, with KServe's status logic."""
 
     def __init__(self, settings: ServingSettings, existing_uri: str | None = OLD, fail_revisions: bool = False,
-                 probe_ok: bool = True, never_ready: bool = False):
+                 probe_ok: bool = True, never_ready: bool = False, helm_release: str | None = "reasoning-ner"):
         self.settings, self.fail, self.probe_ok, self.never_ready = settings, fail_revisions, probe_ok, never_ready
         self.traffic_at_probe: list[Any] = []
         self.isvc: dict[str, Any] | None = None
@@ -56,7 +56,12 @@ class FakeKServe(StubAPIServer):
         self.dep_uri = None
         super().__init__()
         if existing_uri:
-            self._store(build_inference_service(settings, existing_uri))
+            body = build_inference_service(settings, existing_uri)
+            if helm_release:  # what Helm writes on every object of a release
+                body["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "Helm"
+                body["metadata"].setdefault("annotations", {}).update({
+                    "meta.helm.sh/release-name": helm_release, "meta.helm.sh/release-namespace": settings.namespace})
+            self._store(body)
             self.ready_rev = self.rolled_out = 1
             self.observed = 1
             self.dep_uri = existing_uri
@@ -279,46 +284,54 @@ def test_standard_mode_rolls_out_directly_and_waits_for_the_deployment() -> None
         "internal.serving.kserve.io/storage-initializer-sourceuri"] == NEW
 
 
-def test_standard_mode_refuses_a_canary_before_writing_anything() -> None:
+def test_standard_mode_rolls_out_directly_when_a_canary_is_asked() -> None:
+    """The pipeline's canary_percent default (10) meets the chart's default Standard mode: no error at the
+    end of a run, a direct rollout with a warning that says why."""
     with FakeKServe(STANDARD) as fake:
-        with pytest.raises(DeployError, match="needs Knative mode"):
-            deploy(NEW, STANDARD, NS, canary_percent=10, api_client=fake.api_client(), **fast())
-    assert fake.writes() == [] and [r["method"] for r in fake.requests] == ["GET"]
+        result = deploy(NEW, STANDARD, NS, canary_percent=10, api_client=fake.api_client(), **fast())
+    assert result.action == "rolled-out" and result.canary_percent is None
+    assert any("canary_percent 10 ignored" in w and "Standard mode" in w for w in result.warnings)
+    (w,) = fake.writes()
+    assert w["body"] == {"spec": {"predictor": {"model": {"storageUri": NEW}}}}  # no canaryTrafficPercent
 
 
 def test_live_mode_wins_over_settings() -> None:
-    # The cluster runs Standard; settings say Knative: a canary is refused, a direct rollout works.
+    # The cluster runs Standard; settings say Knative: the canary becomes a direct rollout.
     with FakeKServe(STANDARD) as fake:
-        with pytest.raises(DeployError, match="Standard mode"):
-            deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), **fast())
-        result = deploy(NEW, KNATIVE, NS, canary_percent=0, api_client=fake.api_client(), wait=False)
+        result = deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), wait=False)
     assert result.mode == "standard" and any("live deploymentMode is standard" in w for w in result.warnings)
     assert fake.writes()[-1]["body"] == {"spec": {"predictor": {"model": {"storageUri": NEW}}}}
 
 
-# ------------------------------------------------------------------------------------ create, no-op
+# ------------------------------------------------------------------------------------ ownership, no-op
 
 
-def test_missing_inference_service_is_created_from_the_builder() -> None:
+def test_a_missing_inference_service_is_never_created() -> None:
+    """An object made from defaults would block `helm install` later: refuse, naming the chart command."""
     with FakeKServe(KNATIVE, existing_uri=None) as fake:
-        result = deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), **fast())
-    assert result.action == "created" and "nothing to canary against" in result.warnings[0]
-    (w,) = fake.writes()
-    assert (w["method"], w["path"], w["content_type"]) == (
-        "POST", "/apis/serving.kserve.io/v1beta1/namespaces/reasoning-ner/inferenceservices", "application/json")
-    assert w["body"] == build_inference_service(KNATIVE, NEW)
-    assert w["query"] == {"fieldManager": ["rner-deploy"]}
-    assert fake.isvc["status"]["components"]["predictor"]["traffic"][0]["percent"] == 100
+        with pytest.raises(DeployError, match=r"does not exist: install the chart first: `helm install reasoning-ner "
+                                              r"charts/reasoning-ner --namespace reasoning-ner`"):
+            deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), **fast())
+    assert fake.writes() == []
+
+
+def test_only_a_helm_owned_inference_service_is_patched() -> None:
+    with FakeKServe(STANDARD, helm_release=None) as fake:
+        with pytest.raises(DeployError, match="is not managed by Helm .*helm install reasoning-ner"):
+            deploy(NEW, STANDARD, NS, api_client=fake.api_client(), **fast())
+        assert fake.writes() == []
+        # Objects applied with kubectl from manifests/ are updated only when asked explicitly.
+        result = deploy(NEW, STANDARD, NS, api_client=fake.api_client(), require_helm=False, wait=False)
+    assert result.action == "rolled-out" and len(fake.writes()) == 1
 
 
 def test_namespace_argument_overrides_the_settings() -> None:
     settings = STANDARD.with_updates(namespace="elsewhere")
-    with FakeKServe(STANDARD, existing_uri=None) as fake:
-        with pytest.raises(DeployError):
-            # The fake serves namespace reasoning-ner only; POST to 'elsewhere' is a 404.
+    with FakeKServe(STANDARD) as fake:
+        with pytest.raises(DeployError, match="elsewhere/reasoning-ner does not exist"):
+            # The fake serves namespace reasoning-ner only.
             deploy(NEW, settings, "elsewhere", api_client=fake.api_client(), **fast())
-    assert fake.requests[0]["path"] == "/apis/serving.kserve.io/v1beta1/namespaces/elsewhere/inferenceservices/reasoning-ner"
-    assert fake.requests[1]["body"]["metadata"]["namespace"] == "elsewhere"
+    assert fake.calls() == [("GET", "/apis/serving.kserve.io/v1beta1/namespaces/elsewhere/inferenceservices/reasoning-ner")]
 
 
 def test_same_model_is_a_no_op() -> None:

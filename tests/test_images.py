@@ -9,7 +9,9 @@ checked without building them is checked here:
   each image copies its own lock and has its own ``.dockerignore``;
 * every image reference in the compiled pipeline and in the components is
   ``reasoning_ner.images.image(name)``, whose tag is the package version, and the CI workflow builds
-  exactly those references;
+  exactly those references: the commit tag ``sha-<12 hex>`` from main, the release tag only from a
+  ``v<version>`` git tag (the workflow's own reference step is run here for each event), never
+  re-pushing a tag; the rewrite of a pipeline's references to a build's tag or digests;
 * the cpu and serve locks resolve: every pin exists for CPython 3.11 / linux-x86_64 on PyPI and the
   pins form a complete, consistent closure of the image's roots (metadata only, nothing large is
   downloaded; ~20 s with the tools venv's pip, needs PyPI). The train-gpu lock is checked
@@ -34,7 +36,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 import reasoning_ner
-from reasoning_ner.images import IMAGES, REGISTRY, image
+from reasoning_ner.images import IMAGES, REGISTRY, commit_tag, content_version, image, rewrite_references
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES_DIR = REPO / "images"
@@ -235,7 +237,11 @@ def test_ci_workflow_builds_exactly_these_images() -> None:
     push = next(s for s in steps if str(s.get("uses", "")).startswith("docker/build-push-action@"))
     assert push["with"]["context"] == "."
     assert push["with"]["file"] == "images/${{ matrix.image }}/Dockerfile"
-    assert "${{ steps.ref.outputs.ref }}" in push["with"]["tags"]
+    assert push["with"]["tags"] == "${{ steps.ref.outputs.tags }}", "exactly one tag per build"
+    assert push["with"]["push"] == "${{ steps.ref.outputs.push == 'true' }}"
+    assert push["if"] == "steps.guard.outputs.skip != 'true'"
+    guard = next(s for s in steps if s.get("id") == "guard")
+    assert "imagetools inspect" in guard["run"] and "exit 1" in guard["run"], "an existing release tag fails the job"
     assert "VERSION=${{ steps.ref.outputs.version }}" in push["with"]["build-args"]
     login = next(s for s in steps if str(s.get("uses", "")).startswith("docker/login-action@"))
     assert login["with"]["registry"] == REGISTRY.split("/")[0]
@@ -243,6 +249,56 @@ def test_ci_workflow_builds_exactly_these_images() -> None:
     assert build["permissions"]["packages"] == "write"
     lint = " ".join(s.get("run", "") for s in wf["jobs"]["lint"]["steps"])
     assert "requirements/tools.txt" in lint and "hadolint" in lint
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _ref_step(event: str, ref: str, tmp_path: Path, image_name: str = "cpu") -> tuple[int, dict[str, str], str]:
+    """Run the workflow's reference step as GitHub Actions would (bash, its env, $GITHUB_OUTPUT)."""
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    ref_step = next(s for s in wf["jobs"]["build"]["steps"] if s.get("id") == "ref")
+    out = tmp_path / f"output-{event}-{ref.replace('/', '_')}"
+    ref_type, ref_name = ("tag", ref.removeprefix("refs/tags/")) if ref.startswith("refs/tags/") else (
+        "branch", ref.removeprefix("refs/heads/"))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "IMAGE": image_name, "GITHUB_SHA": SHA,
+           "GITHUB_EVENT_NAME": event, "GITHUB_REF": ref, "GITHUB_REF_TYPE": ref_type, "GITHUB_REF_NAME": ref_name,
+           "GITHUB_OUTPUT": str(out)}
+    proc = subprocess.run(["bash", "-e", "-c", ref_step["run"]], env=env, capture_output=True, text=True, timeout=60)
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines()) if out.is_file() else {}
+    return proc.returncode, outputs, proc.stdout + proc.stderr
+
+
+def test_main_pushes_only_the_commit_tag_and_releases_come_only_from_version_tags(tmp_path: Path) -> None:
+    version = reasoning_ner.__version__
+    rc, out, _ = _ref_step("push", "refs/heads/main", tmp_path)
+    assert rc == 0 and out["tags"] == image("cpu", "sha-0123456789ab") and out["push"] == "true"
+    assert out["kind"] == "commit" and out["tags"] != image("cpu"), "main never pushes the release tag"
+    rc, out, _ = _ref_step("push", f"refs/tags/v{version}", tmp_path, "train-gpu")
+    assert rc == 0 and out["tags"] == image("train-gpu") and out["push"] == "true" and out["kind"] == "release"
+    for event, ref in [("pull_request", "refs/pull/7/merge"), ("workflow_dispatch", "refs/heads/main"),
+                       ("push", "refs/heads/feature")]:
+        rc, out, _ = _ref_step(event, ref, tmp_path)
+        assert rc == 0 and out["push"] == "false" and out["tags"] == image("cpu", "sha-0123456789ab"), (event, ref)
+    rc, _, log = _ref_step("push", "refs/tags/v9.9.9", tmp_path)
+    assert rc == 1 and f"does not match the package version {version}" in log
+
+
+def test_commit_tags_and_the_rewrite_of_references() -> None:
+    assert commit_tag(SHA) == "sha-0123456789ab"
+    with pytest.raises(ValueError):
+        commit_tag("main")
+    digest = "sha256:" + "a" * 64
+    text = f"image: {image('cpu')}\nimage: {image('train-gpu')}\nother: python:3.11\n"
+    out = rewrite_references(text, tag="sha-0123456789ab", digests={"train-gpu": digest}, registry="mirror.example/ml")
+    assert out == ("image: mirror.example/ml/reasoning-ner-cpu:sha-0123456789ab\n"
+                   f"image: mirror.example/ml/reasoning-ner-train-gpu:sha-0123456789ab@{digest}\nother: python:3.11\n")
+    assert rewrite_references(text) == text, "no build given: unchanged"
+    assert content_version(out) != content_version(text) and content_version(text) == content_version(text)
+    assert content_version(text).startswith(reasoning_ner.__version__ + "-") and len(content_version(text).split("-")[-1]) == 12
+    for bad in ({"gpu": digest}, {"cpu": "sha256:123"}):
+        with pytest.raises(ValueError):
+            rewrite_references(text, digests=bad)
 
 
 # -------------------------------------------------------------------------------------------- locks

@@ -72,8 +72,11 @@ def test_every_rendered_object_is_valid(overlay: str) -> None:
 def test_secret_placeholder_is_valid_and_holds_no_values() -> None:
     secret = build_s3_secret_placeholder(ServingSettings())
     validate_objects([secret], crd_dir=CRD_DIR, k8s_version=K8S_VERSION)
-    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_DEFAULT_REGION": "us-east-1"}
     assert secret["metadata"]["annotations"]["serving.kserve.io/s3-usehttps"] == "1"
+    smoke = build_s3_secret_placeholder(overlay_settings("cpu-smoke"))
+    assert smoke["stringData"]["AWS_ENDPOINT_URL"] == "http://minio.minio.svc.cluster.local:9000", "the pipeline's steps read it"
+    assert smoke["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == "minio.minio.svc.cluster.local:9000"
 
 
 def test_the_crd_validator_is_real() -> None:
@@ -237,10 +240,20 @@ def test_storage_access_through_the_service_account() -> None:
     sa = by_kind(objs, "ServiceAccount")[0]
     assert sa["secrets"] == [{"name": "reasoning-ner-s3"}] and sa["automountServiceAccountToken"] is False
     assert by_kind(objs, "InferenceService")[0]["spec"]["predictor"]["serviceAccountName"] == sa["metadata"]["name"]
+    # KServe ignores s3-* annotations on a ServiceAccount without an IRSA role: they go on the Secret.
     smoke_sa = by_kind(build_objects(overlay_settings("cpu-smoke")), "ServiceAccount")[0]
-    assert smoke_sa["metadata"]["annotations"] == {"serving.kserve.io/s3-endpoint": "minio.minio.svc.cluster.local:9000",
-                                                   "serving.kserve.io/s3-usehttps": "0", "serving.kserve.io/s3-region": "us-east-1",
-                                                   "serving.kserve.io/s3-verifyssl": "0"}
+    assert "annotations" not in smoke_sa["metadata"]
+    irsa = ServingSettings(storage={"irsa_role_arn": "arn:aws:iam::123456789012:role/rner", "s3_secret_name": None},
+                           image_pull_secrets=["ghcr-pull"])
+    irsa_sa = by_kind(build_objects(irsa), "ServiceAccount")[0]
+    assert irsa_sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/rner",
+                                                  "serving.kserve.io/s3-usehttps": "1", "serving.kserve.io/s3-region": "us-east-1",
+                                                  "serving.kserve.io/s3-verifyssl": "1"}
+    assert "secrets" not in irsa_sa and irsa_sa["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    with pytest.raises(ValidationError, match="neither storage.s3_secret_name nor storage.irsa_role_arn"):
+        ServingSettings(storage={"s3_endpoint": "minio:9000", "s3_secret_name": None})
+    with pytest.raises(ValidationError, match="irsa_role_arn"):
+        ServingSettings(storage={"irsa_role_arn": "my-role"})
     pvc = build_inference_service(ServingSettings(storage={"storage_uri": "pvc://rner-models/grpo/v3"}))
     assert pvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://rner-models/grpo/v3"
 
@@ -329,6 +342,8 @@ def test_overlays_are_minimal_patches() -> None:
     assert merge_patch_diff({"a": 1, "b": {"c": 1}}, {"b": {"c": 2}, "d": []}) == {"a": None, "b": {"c": 2}, "d": []}
     assert "overlays/standard-external-keda/scaled-objects.yaml" in files
     assert "base/s3-credentials.secret.example.yaml" in files
+    assert "overlays/cpu-smoke/s3-credentials.secret.example.yaml" in files, "MinIO's annotations differ from the base's"
+    assert "overlays/knative/s3-credentials.secret.example.yaml" not in files
     assert "s3-credentials" not in files["base/kustomization.yaml"]
 
 

@@ -60,7 +60,7 @@ def test_gpu_steps_carry_accelerators_node_selector_and_tolerations(cluster_docs
     assert params["gpu_tolerations"]["parameterType"] == "LIST"
 
 
-def test_secrets_as_env_and_workspace_pvc(cluster_docs: list[dict]) -> None:
+def test_secrets_as_env_and_a_writable_workspace(cluster_docs: list[dict]) -> None:
     _, platform = cluster_docs
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
@@ -73,8 +73,13 @@ def test_secrets_as_env_and_workspace_pvc(cluster_docs: list[dict]) -> None:
     assert SECRETS["s3"][0] in secret_names("promote-model")
     assert all(s.get("optional") for s in k8s["exec-fetch-data"]["secretAsEnv"])
     for step in ("train-sft", "train-grpo"):
-        (mount,) = k8s[f"exec-{step}"]["pvcMount"]
-        assert mount["mountPath"] == "/workspace"
+        # An emptyDir: kubelet makes it writable for the images' uid 1000 and it needs no StorageClass.
+        (mount,) = k8s[f"exec-{step}"]["emptyDirMounts"]
+        assert mount["mountPath"] == "/workspace" and "pvcMount" not in k8s[f"exec-{step}"]
+    assert not [e for e in cluster_docs[0]["deploymentSpec"]["executors"] if "pvc" in e]  # no CreatePVC/DeletePVC
+    params = cluster_docs[0]["root"]["inputDefinitions"]["parameters"]
+    assert params["dvc_remote"]["defaultValue"] == "s3"  # the committed remote a pod reaches with the S3 Secret
+    assert not [p for p in params if p.startswith("workspace_")]
 
 
 def test_no_secret_is_a_parameter(cluster_docs: list[dict]) -> None:
@@ -95,7 +100,7 @@ def test_both_variants_use_the_same_component_specs(tmp_path: Path, cluster_docs
             assert local_exec[name]["container"][key] == cluster_exec[name]["container"][key], (name, key)
         comp = name.replace("exec-", "comp-")
         assert local_spec["components"][comp] == cluster_spec["components"][comp], comp
-    assert "exec-deploy-model" in cluster_exec and "exec-createpvc" in cluster_exec
+    assert "exec-deploy-model" in cluster_exec
 
 
 def test_caching_off_for_promote_and_deploy(cluster_docs: list[dict]) -> None:
@@ -109,6 +114,20 @@ def test_caching_off_for_promote_and_deploy(cluster_docs: list[dict]) -> None:
     assert gate["componentRef"]["name"] in spec["components"]
 
 
+def test_training_waits_for_the_registry_check(cluster_docs: list[dict]) -> None:
+    spec = cluster_docs[0]
+    root = spec["root"]["dag"]["tasks"]
+    assert root["check-registry"]["inputs"]["parameters"]["registry_uri"] == {"componentInputParameter": "registry_uri"}
+
+    def contains(comp_name: str, step: str) -> bool:  # the task, or a condition group holding it
+        tasks = spec["components"][comp_name].get("dag", {}).get("tasks", {})
+        return step in tasks or any(contains(t["componentRef"]["name"], step) for t in tasks.values())
+
+    for step in ("train-sft", "submit-trainjob"):
+        (group,) = [t for t in root.values() if contains(t["componentRef"]["name"], step)]
+        assert "check-registry" in group["dependentTasks"], step
+
+
 def test_parameter_defaults_come_from_the_profile(cluster_docs: list[dict]) -> None:
     cfg = load_config(profile="qwen3-8b")
     params = cluster_docs[0]["root"]["inputDefinitions"]["parameters"]
@@ -119,6 +138,6 @@ def test_parameter_defaults_come_from_the_profile(cluster_docs: list[dict]) -> N
     assert params["judge_threshold"]["defaultValue"] == cfg.cot.judge_threshold
     # every component documents itself for the dashboard
     for comp in cluster_docs[0]["components"].values():
-        if "executorLabel" in comp and "createpvc" not in comp["executorLabel"] and "deletepvc" not in comp["executorLabel"]:
+        if "executorLabel" in comp:
             assert comp.get("inputDefinitions"), comp["executorLabel"]
     assert "CoT synthesis" in cluster_docs[0]["pipelineInfo"]["description"]

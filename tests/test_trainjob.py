@@ -258,11 +258,13 @@ class FakeTrainer(StubAPIServer):
     ``run``: instead, execute the created TrainJob's trainer command on this machine (one node, one
     process, kubelet-style ``$(VAR)`` expansion) and report Complete / Failed by its exit code.
     ``sigterm_on_get``: send SIGTERM to this process on that GET (a cancelled pipeline step).
+    ``pods``: pods readable in ``NS`` by name (the submitting step reads its own).
     """
 
     def __init__(self, script: list[list[dict[str, Any]]] | None = None, existing: dict[str, Any] | None = None,
                  reject: int | None = None, run: dict[str, Any] | None = None, sigterm_on_get: int | None = None,
-                 failing_gets: dict[int, int] | None = None):
+                 failing_gets: dict[int, int] | None = None, pods: dict[str, dict[str, Any]] | None = None):
+        self.pods = pods or {}
         self.failing_gets = failing_gets or {}  # GET number -> HTTP status to answer instead
         self.script = script or [[_condition("Created")], [_condition("Created"), _condition("Complete")]]
         self.objects: dict[str, dict[str, Any]] = {}
@@ -304,6 +306,11 @@ class FakeTrainer(StubAPIServer):
     def route(self, r: dict[str, Any]) -> Reply:
         method, path, body = r["method"], r["path"], r["body"]
         name = path.rsplit("/", 1)[-1]
+        if path.startswith(f"/api/v1/namespaces/{NS}/pods/"):
+            if method == "GET" and name in self.pods:
+                return 200, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+                             "spec": {"containers": [{"name": "main", "image": image("cpu")}], **self.pods[name]}}
+            return (404, k8s_status(404, "NotFound")) if method == "GET" else (405, k8s_status(405))
         if method == "POST":
             if path != COLLECTION:
                 return 404, k8s_status(404)
@@ -360,6 +367,31 @@ def _run(fake: FakeTrainer, obj: dict[str, Any], **kw: Any):
 
 
 ITEM = f"{COLLECTION}/rner-sft-run1"
+
+
+def test_pull_secrets_reach_the_training_pods() -> None:
+    obj = build_trainjob(settings(image_pull_secrets=["ghcr-pull", "mirror-pull"]))
+    assert pod_patch(obj)["imagePullSecrets"] == [{"name": "ghcr-pull"}, {"name": "mirror-pull"}]
+    assert trainjob_problems(obj) == [], "imagePullSecrets is a field the runtime patch allows"
+    assert "imagePullSecrets" not in pod_patch(build_trainjob(settings()))
+    with pytest.raises(ValidationError, match="not a Secret name"):
+        settings(image_pull_secrets=["Bad_Name"])
+
+
+def test_the_submitting_step_reads_its_own_pull_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from components.submit_trainjob.trainjob_client import own_pod_pull_secrets
+
+    notes: list[str] = []
+    with FakeTrainer(pods={"run-42-submit": {"imagePullSecrets": [{"name": "ghcr-pull"}]}}) as fake:
+        monkeypatch.delenv("KFP_POD_NAME", raising=False)
+        assert own_pod_pull_secrets(NS, fake.api_client()) == [], "not in a pipeline pod: none, and no request"
+        assert fake.requests == []
+        monkeypatch.setenv("KFP_POD_NAME", "run-42-submit")
+        assert own_pod_pull_secrets(NS, fake.api_client(), notes.append) == ["ghcr-pull"]
+        assert fake.calls() == [("GET", f"/api/v1/namespaces/{NS}/pods/run-42-submit")]
+        monkeypatch.setenv("KFP_POD_NAME", "someone-else")
+        assert own_pod_pull_secrets(NS, fake.api_client(), notes.append) == []
+    assert notes and "404" in notes[0] and "no imagePullSecrets" in notes[0]
 
 
 def test_client_creates_then_polls_until_complete() -> None:
@@ -479,7 +511,9 @@ def test_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared
     cwd.mkdir()
     home = tmp_path / "home"
     home.mkdir()
-    with FakeTrainer(run={"cwd": cwd, "log": log, "env": {"HOME": str(home), "OMP_NUM_THREADS": "1"}}) as fake:
+    monkeypatch.setenv("KFP_POD_NAME", "run-42-submit-trainjob")  # KFP's downward-API variable
+    pods = {"run-42-submit-trainjob": {"imagePullSecrets": [{"name": "ghcr-pull"}]}}
+    with FakeTrainer(run={"cwd": cwd, "log": log, "env": {"HOME": str(home), "OMP_NUM_THREADS": "1"}}, pods=pods) as fake:
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "stub",
@@ -498,7 +532,8 @@ def test_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared
             num_nodes=1, gpus_per_node=1, accelerator_type="nvidia.com/gpu",
             node_selector={"pool": "gpu"}, tolerations=[], shared_pvc="reasoning-ner-shared", shared_dir=str(shared),
             run_id="run-42", namespace=NS, runtime="torch-distributed", timeout_hours=0.05, poll_seconds=0.2,
-            launcher="torchrun", model=model, metrics=metrics, curves=curves)
+            launcher="torchrun", model=model, metrics=metrics, curves=curves,
+            image=image("train-gpu", "sha-0123456789ab"))
     log.close()
     assert fake.proc is not None and fake.proc.returncode == 0, (tmp_path / "node-0.log").read_text()[-3000:]
     (post,) = [r for r in fake.requests if r["method"] == "POST"]
@@ -508,6 +543,8 @@ def test_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared
     assert fake.argv[1:3] == ["-m", "reasoning_ner.training.sft"]
     assert f"--data {shared}/trainjobs/rner-sft-run-42/data/accepted.jsonl" in " ".join(fake.argv)
     assert pod_patch(job)["nodeSelector"] == {"pool": "gpu"}
+    assert pod_patch(job)["imagePullSecrets"] == [{"name": "ghcr-pull"}], "the step's own pull Secrets"
+    assert job["spec"]["trainer"]["image"] == image("train-gpu", "sha-0123456789ab"), "the image the pipeline passed"
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake.requests)
     assert AutoModelForCausalLM.from_pretrained(model.path) is not None
     assert json.loads((Path(model.path) / "lineage.json").read_text())["data"]["commit"] == "abc123"

@@ -4,7 +4,9 @@
 ``serving.kserve.io``, version ``v1beta1``), always with JSON merge patches
 (``application/merge-patch+json``; ``null`` removes a field) and field manager ``rner-deploy``:
 
-* no InferenceService yet (404): create it from :func:`build_inference_service` serving the model;
+* the InferenceService must exist and belong to a Helm release (the chart installs it): the step
+  never creates one (an object made here from defaults would block `helm install` later) and never
+  touches one it does not own; both refusals name the chart command;
 * Knative mode with a canary share (1-99): patch ``storageUri`` + ``canaryTrafficPercent``; wait until
   the controller has observed the new generation, the latest revision is created and ready and carries
   exactly that share of the traffic; optionally GET the canary's tagged URL (tag routing); then promote
@@ -38,6 +40,9 @@ from reasoning_ner.k8s.inference_service import (
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 FIELD_MANAGER = "rner-deploy"
+#: What Helm writes on every object of a release (and checks before adopting one).
+HELM_MANAGED_BY = ("app.kubernetes.io/managed-by", "Helm")
+HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name"
 STORAGE_URI_TEMPLATE_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 #: Condition reasons / model states that mean the new revision will not become ready by waiting.
 FAILURE_REASONS = {
@@ -252,6 +257,20 @@ def _mode_of(isvc: dict[str, Any]) -> str | None:
     return "knative" if value.lower() in ("knative", "serverless") else "standard"
 
 
+def helm_release(isvc: dict[str, Any]) -> str | None:
+    """The Helm release that owns ``isvc``, or None when Helm did not install it."""
+    meta = isvc.get("metadata") or {}
+    key, value = HELM_MANAGED_BY
+    if (meta.get("labels") or {}).get(key) != value:
+        return None
+    return (meta.get("annotations") or {}).get(HELM_RELEASE_ANNOTATION)
+
+
+def _install_hint(name: str, ns: str) -> str:
+    return (f"install the chart first: `helm install {name} charts/reasoning-ner --namespace {ns}` "
+            "(docs/deploy.md); its InferenceService is the one the pipeline updates")
+
+
 def _default_api_client() -> Any:
     from kubernetes import client, config
 
@@ -283,16 +302,6 @@ class _Cluster:
                 return None
             raise DeployError(f"GET {self.path} failed: {exc.status} {exc.reason}", self.result) from exc
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        self.result.requests.append({"method": "POST", "path": self.path.rsplit("/", 1)[0], "body": body})
-        try:
-            return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body, field_manager=FIELD_MANAGER)
-        except ApiException as exc:
-            raise DeployError(f"creating InferenceService {self.ns}/{self.name} failed: {exc.status} {exc.reason}: {exc.body}",
-                              self.result) from exc
-
     def patch(self, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
@@ -319,11 +328,13 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
            canary_percent: int | None = None, api_client: Any = None, wait: bool = True, *,
            timeout_s: float = 1800.0, poll_interval_s: float = 10.0, promote: bool = True,
            probe: bool = False, probe_url: str | None = None, probe_path: str = "/v2/health/ready",
-           rollback_on_failure: bool = True, model_version: str | None = None,
+           rollback_on_failure: bool = True, model_version: str | None = None, require_helm: bool = True,
            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> DeployResult:
     """Roll ``promoted_model_uri`` out to the InferenceService ``settings.name`` in ``namespace``.
 
-    ``canary_percent`` 1-99 = canary first (Knative mode only); None/0/100 = direct rollout. With
+    ``canary_percent`` 1-99 = canary first in Knative mode; in Standard mode (no revisions to split
+    traffic between) the rollout is direct and the result carries a warning; None/0/100 = direct.
+    The InferenceService must exist and, with ``require_helm``, belong to a Helm release. With
     ``wait=False`` the function returns after the first write. ``probe`` GETs ``probe_path`` on the
     canary's tagged URL (or ``probe_url``) before promotion, and on the predictor after a direct rollout.
     Raises :class:`DeployError` (carrying the :class:`DeployResult`) on refusal, failure or timeout.
@@ -371,19 +382,13 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
 
     current = cluster.get()
     if current is None:
-        if canary is not None:
-            result.warnings.append("no InferenceService yet: created it serving the model directly (nothing to canary against)")
-        body = build_inference_service(settings, promoted_model_uri, model_version=model_version)
-        created = cluster.create(body)
-        result.action = "created"
-        if wait:
-            generation = (created.get("metadata") or {}).get("generation", 1)
-            if settings.mode == "knative":
-                wait_for(lambda o: knative_state(o, generation, 100), "the new InferenceService")
-            else:
-                wait_for(lambda o: standard_state(o, generation, cluster.deployment(settings.predictor_deployment),
-                                                  promoted_model_uri), "the new InferenceService")
-        return result
+        raise DeployError(f"InferenceService {ns}/{settings.name} does not exist: {_install_hint(settings.name, ns)}", result)
+    if require_helm and helm_release(current) is None:
+        key, value = HELM_MANAGED_BY
+        raise DeployError(f"InferenceService {ns}/{settings.name} is not managed by Helm (no {key}={value} label and "
+                          f"{HELM_RELEASE_ANNOTATION} annotation): the deploy step only updates the chart's own; "
+                          f"{_install_hint(settings.name, ns)}, or `rner deploy --unmanaged` for one you manage yourself",
+                          result)
 
     live_mode = _mode_of(current)
     if live_mode is None:
@@ -393,8 +398,9 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
         result.warnings.append(f"live deploymentMode is {live_mode}, settings say {settings.mode}; following the live object")
     result.mode = live_mode
     if canary is not None and live_mode != "knative":
-        raise DeployError(f"canary_percent {canary} needs Knative mode, but InferenceService {ns}/{settings.name} runs in "
-                          "Standard mode (no revisions to split traffic between); deploy with canary_percent 0", result)
+        result.warnings.append(f"canary_percent {canary} ignored: InferenceService {ns}/{settings.name} runs in Standard "
+                               "mode (no revisions to split traffic between); rolled out directly")
+        canary = result.canary_percent = None
 
     predictor = (current.get("spec") or {}).get("predictor") or {}
     live_uri = (predictor.get("model") or {}).get("storageUri")

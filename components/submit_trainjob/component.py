@@ -30,6 +30,7 @@ def submit_trainjob(
     model: Output[Model],
     metrics: Output[Metrics],
     curves: Output[HTML],
+    image: str = "",
 ):
     """Stage 2 on several GPU nodes: SFT as a Kubeflow Trainer TrainJob instead of inside this pod.
 
@@ -37,8 +38,8 @@ def submit_trainjob(
     on CPU: it stages the CoT records and lineage on the shared ReadWriteMany volume (mounted here at
     `shared_dir`, on every training node at the same path), creates the TrainJob (`accelerate launch`
     with DeepSpeed ZeRO-3 on num_nodes x gpus_per_node GPUs, the train-gpu image, HF token from the
-    reasoning-ner-hf Secret), waits for Complete or Failed, and copies the exported model from the
-    shared volume into the model artifact. A retried step re-attaches to the same TrainJob (its name
+    reasoning-ner-hf Secret, this pod's image pull Secrets), waits for Complete or Failed, and copies
+    the exported model from the shared volume into the model artifact. A retried step re-attaches to the same TrainJob (its name
     comes from the run id); a cancelled or timed-out step deletes it.
 
     Args:
@@ -63,6 +64,9 @@ def submit_trainjob(
         timeout_hours: Delete the TrainJob and fail after this long.
         poll_seconds: Seconds between status reads.
         launcher: accelerate (DeepSpeed ZeRO-3, full fine-tuning) or torchrun (DDP, e.g. with LoRA).
+        image: Training image of the nodes; empty = reasoning_ner.images.image("train-gpu"). The pipeline
+            passes that reference as a constant, so the registration's image rewrite (a commit tag or a
+            digest) reaches the TrainJob too.
     """
     import base64
     import json
@@ -70,7 +74,7 @@ def submit_trainjob(
     import uuid
     from pathlib import Path
 
-    from components.submit_trainjob.trainjob_client import in_cluster_namespace, run_trainjob
+    from components.submit_trainjob.trainjob_client import in_cluster_namespace, own_pod_pull_secrets, run_trainjob
     from reasoning_ner.config import load_config
     from reasoning_ner.k8s.trainjob import TrainJobSettings, build_trainjob, trainjob_name
 
@@ -94,8 +98,9 @@ def submit_trainjob(
         if not (tiny_dir / "config.json").is_file():
             init_tiny(tiny_dir, cfg.model.tiny, data_dir=Path(prepared.path) / "data", prompt_cfg=cfg.prompt)
         base = str(tiny_dir)
+    namespace = namespace or in_cluster_namespace()
     settings = TrainJobSettings(
-        name=name, namespace=namespace or in_cluster_namespace(), num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        name=name, namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
         runtime=runtime, launcher=launcher, profile=profile, data_files=[str(data_dir / "accepted.jsonl")], output_dir=str(root / "out"),
         base_model=base, overrides=overrides, lineage_file=str(root / "lineage.json"), shared_pvc=shared_pvc,
         shared_mount=shared_dir, accelerator_resource=accelerator_type, node_selector=dict(node_selector),
@@ -104,6 +109,9 @@ def submit_trainjob(
         cpu_per_node=str(8 * gpus_per_node), memory_per_node=f"{64 * gpus_per_node}Gi",
         shm_size=f"{16 * gpus_per_node}Gi",
         labels={"reasoning-ner.io/trainjob": name},
+        # The run's ServiceAccount gave this pod its pull Secrets; the training image needs the same.
+        image_pull_secrets=own_pod_pull_secrets(namespace),
+        **({"image": image} if image else {}),
     )
     obj = build_trainjob(settings)
     (root / "trainjob.json").write_text(json.dumps(obj, indent=2))

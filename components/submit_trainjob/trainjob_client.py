@@ -79,6 +79,32 @@ def default_api_client() -> Any:
     return client.ApiClient()
 
 
+def own_pod_pull_secrets(namespace: str, api_client: Any = None, log: Callable[[str], None] = print) -> list[str]:
+    """The ``imagePullSecrets`` of this pipeline step's own pod, for the TrainJob's pods.
+
+    The kubelet gave them to the step from the run's ServiceAccount (the chart lists
+    ``images.pullSecrets`` there), so the training nodes pull the training image with the same
+    Secrets. KFP names the pod in ``KFP_POD_NAME`` (downward API); reading it needs ``get pods``,
+    which the chart's run-executor Role grants. Outside a pipeline pod, or when the pod cannot be
+    read, there are none (said in the log: a private registry then fails with ImagePullBackOff).
+    """
+    import os
+
+    name = os.environ.get("KFP_POD_NAME") or ""
+    if not name:
+        return []
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        pod = client.CoreV1Api(api_client or default_api_client()).read_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        log(f"cannot read this step's pod {namespace}/{name} ({exc.status} {exc.reason}): the TrainJob's pods get no "
+            "imagePullSecrets")
+        return []
+    return [ref.name for ref in pod.spec.image_pull_secrets or [] if ref.name]
+
+
 def in_cluster_namespace(default: str = "default") -> str:
     try:
         with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as fh:

@@ -400,6 +400,19 @@ def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: `tiny-ci`: the tiny-cpu recipe at the smallest size that still runs every step for real (the test
+#: suite runs the whole pipeline with it under kfp.local): a few dozen SFT steps, two GRPO steps, a
+#: handful of evaluation sentences, a capped synthesis. It proves the plumbing, not learning, so its
+#: gate has no floors (the first candidate in an empty registry is promoted).
+PROFILES["tiny-ci"] = deep_merge(PROFILES["tiny-cpu"], {
+    "cot": {"max_records_per_dataset": 256},
+    "sft": {"max_steps": 30, "logging_steps": 5},
+    "grpo": {"max_steps": 2, "rl_sample_size": 32, "per_device_train_batch_size": 8},
+    "eval": {"limit": 4, "max_new_tokens": 48},
+    "promotion": {"min_parse_rate": 0.0, "min_gate_value": 0.0},
+})
+
+
 def parse_override(item: str) -> dict[str, Any]:
     """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML."""
     if "=" not in item:

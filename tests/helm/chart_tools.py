@@ -125,7 +125,8 @@ def serving_values(values: dict[str, Any] | None = None, name: str = RELEASE, na
 
     Helm's own coalescing (``Chart.merge_values``) merges the given values over values.yaml; a key
     that Helm dropped because it is null becomes None again (values.yaml lists every key), and the
-    empty defaults the chart fills in (name, namespace, transformer image) are filled the same way.
+    empty defaults the chart fills in (name, namespace, transformer image, pull Secrets) are filled the
+    same way.
     """
     merged = chart().merge_values(values or {})["serving"]
     reference = chart_defaults()["serving"]
@@ -145,6 +146,8 @@ def serving_values(values: dict[str, Any] | None = None, name: str = RELEASE, na
     serving["name"] = serving.get("name") or name
     serving["namespace"] = serving.get("namespace") or namespace
     merged_all = chart().merge_values(values or {})
+    if serving.get("imagePullSecrets") is None:  # null = images.pullSecrets
+        serving["imagePullSecrets"] = list(merged_all["images"].get("pullSecrets") or [])
     if not serving["transformer"].get("image"):
         images = merged_all["images"]
         tag = images.get("tag") or chart().metadata["appVersion"]

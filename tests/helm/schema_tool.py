@@ -80,6 +80,9 @@ def serving_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     storage = defs["StorageSettings"]["properties"]
     storage["storageUri"]["pattern"] = STORAGE_URI_RE.pattern
     storage["serviceAccountName"]["pattern"] = K8S_NAME
+    # null = images.pullSecrets (the chart fills it in, like the transformer image)
+    props["imagePullSecrets"] = {"description": props["imagePullSecrets"]["description"] + " null = images.pullSecrets.",
+                                 "anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "string", "pattern": K8S_NAME}}]}
     defs["ScalingSettings"]["properties"]["scaleDownDelay"].update({"pattern": GO_DURATION, "minLength": 2})
     defs["ScalingSettings"]["properties"]["prometheusUrl"]["pattern"] = r"^https?://"
     defs["KnativeSettings"]["properties"]["progressDeadline"].update({"pattern": GO_DURATION, "minLength": 2})
@@ -122,6 +125,8 @@ def _resources(description: str) -> dict[str, Any]:
 
 
 def chart_schema() -> dict[str, Any]:
+    from reasoning_ner.k8s.preflight import ROW_IDS as PREFLIGHT_ROWS
+
     serving, defs = serving_schema()
     image = _obj({"repository": _str("Repository under images.registry.", pattern=r"^[a-z0-9]([-a-z0-9._/]*[a-z0-9])?$"),
                   "digest": _str("Optional sha256 digest.", pattern=DIGEST)}, "One project image.", ["repository"])
@@ -133,21 +138,26 @@ def chart_schema() -> dict[str, Any]:
             "pullPolicy": {"enum": ["IfNotPresent", "Always", "Never"], "description": "Pull policy."},
             "pullSecrets": {"type": "array", "items": {"type": "string", "pattern": K8S_NAME},
                             "description": "Names of docker-registry Secrets."},
-            "serve": image, "cpu": copy.deepcopy(image),
-        }, "The project's images.", ["registry", "serve", "cpu"]),
+            "serve": image, "cpu": copy.deepcopy(image), "trainGpu": copy.deepcopy(image),
+        }, "The project's images.", ["registry", "serve", "cpu", "trainGpu"]),
         "serving": serving,
         "deploy": _obj({"keepLiveModel": _bool("Keep the live storageUri on upgrade.")}, "Upgrade behaviour."),
         "servingRuntime": _obj({"enabled": _bool("Create the ServingRuntime."),
                                 "shmSizeLimit": _str("/dev/shm size.", pattern=QUANTITY)}, "Runtime pin."),
         "secrets": _obj({
             **{k: _obj({"name": _str("Secret name.", pattern=K8S_NAME)}, f"The {k} Secret.", ["name"])
-               for k in ("git", "s3", "teacher", "hf")},
+               for k in ("git", "teacher", "hf")},
+            "s3": _obj({"name": _str("Secret name.", pattern=K8S_NAME),
+                        "create": _bool("Create it from the two keys (dev/MinIO)."),
+                        "accessKeyId": _str("Access key id (create only)."),
+                        "secretAccessKey": _str("Secret access key (create only).")}, "The s3 Secret.", ["name"]),
             "warnIfMissing": _bool("Warn in NOTES.txt about missing Secrets."),
         }, "Names of existing Secrets (never values)."),
         "kfp": _obj({
             "host": _str("KFP API base URL.", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"),
             "multiUser": _bool("Multi-user Kubeflow."),
-            "namespace": _str("Runs' namespace; empty = release namespace.", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"),
+            "namespace": _str("Runs' namespace: kubeflow (standalone) or the profile namespace (multi-user).",
+                              maxLength=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"),
             "editClusterRole": _str("ClusterRole bound in multi-user mode.", pattern=K8S_NAME),
             "tokenAudience": _str("Audience of the projected token.", minLength=1),
             "tokenExpirationSeconds": _int("Lifetime of the projected token.", minimum=600, maximum=86400),
@@ -182,9 +192,16 @@ def chart_schema() -> dict[str, Any]:
                 "artifactSecrets": {"type": "array", "items": {"type": "string", "pattern": K8S_NAME}, "description": "Secrets."},
             }, "Run executor."),
         }, "RBAC."),
-        "multiNode": _obj({"enabled": _bool("TrainJob RBAC."),
-                           "namespace": _str("TrainJob namespace; empty = kfp.namespace.",
-                                             pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$")}, "Multi-node training."),
+        "multiNode": _obj({"enabled": _bool("TrainJob RBAC and the shared PVC."),
+                           "namespace": _str("TrainJob namespace; empty = kfp.namespace (the only allowed value).",
+                                             pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$"),
+                           "sharedPvc": _obj({
+                               "create": _bool("Create the PVC."),
+                               "name": _str("PVC name (run parameter shared_pvc).", pattern=K8S_NAME, maxLength=253),
+                               "storageClassName": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": K8S_NAME}],
+                                                    "description": "A ReadWriteMany StorageClass; null = the cluster default."},
+                               "size": _str("Requested size.", pattern=QUANTITY),
+                           }, "The ReadWriteMany PVC of the TrainJob nodes.", ["name", "size"])}, "Multi-node training."),
         "monitoring": _obj({
             "podMonitor": _obj({"enabled": _bool("Create the PodMonitor."), "labels": _labels("Extra labels."),
                                 "interval": _str("Scrape interval.", pattern=PROM_DURATION),
@@ -208,6 +225,14 @@ def chart_schema() -> dict[str, Any]:
             "url": _str("Endpoint base URL; empty = the transformer Service.", pattern=r"^(https?://[^\s]+)?$"),
             "timeoutSeconds": _int("Retry window.", minimum=10),
             "resources": _resources("Container resources."),
+            "preflight": _obj({
+                "enabled": _bool("Run `rner preflight --in-cluster` in the test Pod."),
+                "registryUri": _str("Registry URI checked with the S3 Secret; empty = not checked.", pattern=r"^(s3://[^\s]+)?$"),
+                "dvcRemote": _str("DVC remote URL checked with the S3 Secret; empty = not checked.", pattern=r"^(s3://[^\s]+)?$"),
+                "skip": {"type": "array", "uniqueItems": True, "items": {"enum": list(PREFLIGHT_ROWS)},
+                         "description": "Check ids to skip."},
+                "resources": _resources("Preflight container resources."),
+            }, "The preflight in the test Pod."),
         }, "helm test."),
         "podSecurity": _obj({"runAsUser": _int("UID.", minimum=1), "runAsGroup": _int("GID.", minimum=1)},
                             "Security context of the chart's own pods."),

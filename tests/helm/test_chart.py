@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 import reasoning_ner
-from reasoning_ner.images import image
+from pipelines.reasoning_ner_pipeline import COMPILED
+from reasoning_ner.images import content_version, image
 from reasoning_ner.k8s import overlay_settings
 
 from . import schema_tool
@@ -47,7 +48,8 @@ EVERYTHING: dict[str, Any] = {
     "serving": {"autoscaler": "external", "scaling": {"maxReplicas": 3}},
     "servingRuntime": {"enabled": True},
     "kfp": {"multiUser": True, "namespace": "kubeflow-user-example-com"},
-    "multiNode": {"enabled": True, "namespace": "training"},
+    "multiNode": {"enabled": True, "sharedPvc": {"storageClassName": "efs-sc"}},
+    "secrets": {"s3": {"create": True, "accessKeyId": "minio", "secretAccessKey": "minio-dev-key"}},
     "monitoring": {"podMonitor": {"enabled": True}, "dashboard": {"enabled": True}, "alerts": {"enabled": True}},
     "images": {"pullSecrets": ["ghcr-pull"], "serve": {"digest": "sha256:" + "b" * 64}},
 }
@@ -102,11 +104,12 @@ def test_image_tag_and_digest_values() -> None:
         image("cpu", "0.2.0-rc1") + "@sha256:" + "c" * 64
 
 
-def test_pipeline_version_defaults_to_the_package_version() -> None:
+def test_pipeline_version_is_the_package_version_and_the_content_hash() -> None:
     cm = one(render(), "ConfigMap", f"{RELEASE}-pipeline")
-    assert cm["metadata"]["annotations"]["reasoning-ner.io/pipeline-version"] == reasoning_ner.__version__
+    version = cm["metadata"]["annotations"]["reasoning-ner.io/pipeline-version"]
+    assert version == content_version(COMPILED.read_text()) and version.startswith(reasoning_ner.__version__ + "-")
     env = {e["name"]: e["value"] for e in one(render(), "Job")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["PIPELINE_VERSION"] == reasoning_ner.__version__
+    assert env["PIPELINE_VERSION"] == version
 
 
 # ------------------------------------------------------------------------------------ values.yaml
@@ -114,9 +117,10 @@ def test_pipeline_version_defaults_to_the_package_version() -> None:
 
 def test_serving_defaults_are_the_cpu_smoke_settings() -> None:
     """values.yaml's serving section = the cpu-smoke overlay's to_helm_values(), except the values the
-    chart fills in itself (empty = release name / namespace / project image; null autoscaler = by mode)."""
+    chart fills in itself (empty = release name / namespace / project image; null autoscaler = by mode;
+    null imagePullSecrets = images.pullSecrets)."""
     expected = overlay_settings("cpu-smoke").to_helm_values()
-    expected.update({"name": "", "namespace": "", "autoscaler": None})
+    expected.update({"name": "", "namespace": "", "autoscaler": None, "imagePullSecrets": None})
     expected["transformer"]["image"] = ""
     assert chart_defaults()["serving"] == expected
 
@@ -219,6 +223,11 @@ SCHEMA_REJECTIONS: list[tuple[dict[str, Any], str]] = [
     ({"tests": {"labels": []}}, "/tests/labels"),
     ({"secrets": {"s3": {"name": "S3 Keys"}}}, "/secrets/s3/name"),
     ({"unknownSection": {}}, "additional properties 'unknownSection' not allowed"),
+    ({"serving": {"storage": {"irsaRoleArn": "my-role"}}}, "/serving/storage/irsaRoleArn"),
+    ({"serving": {"imagePullSecrets": ["Bad Name"]}}, "/serving/imagePullSecrets"),
+    ({"kfp": {"namespace": "Kubeflow"}}, "/kfp/namespace"),
+    ({"multiNode": {"sharedPvc": {"size": "lots"}}}, "/multiNode/sharedPvc/size"),
+    ({"images": {"trainGpu": {"digest": "sha256:xyz"}}}, "/images/trainGpu/digest"),
 ]
 
 
@@ -237,6 +246,14 @@ TEMPLATE_REJECTIONS: list[tuple[dict[str, Any], str]] = [
      "servingRuntime.enabled needs serving.predictor.runtime"),
     ({"serving": {"predictor": {"image": "kserve/huggingfaceserver:latest"}}}, "is not pinned"),
     ({"images": {"tag": "latest"}}, "images.cpu \"ghcr.io/reasoning-ner/reasoning-ner-cpu:latest\" is not pinned"),
+    ({"kfp": {"namespace": ""}}, "kfp.namespace is empty: set it to the namespace where pipeline runs execute"),
+    ({"kfp": {"multiUser": True}}, "kfp.multiUser is true but kfp.namespace is 'kubeflow'"),
+    ({"multiNode": {"enabled": True, "namespace": "training"}},
+     "multiNode.namespace \"training\" differs from kfp.namespace \"kubeflow\""),
+    ({"secrets": {"s3": {"create": True, "accessKeyId": "minio"}}},
+     "secrets.s3.create needs secrets.s3.accessKeyId and secrets.s3.secretAccessKey"),
+    ({"serving": {"storage": {"s3SecretName": None}}},
+     "storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn"),
 ]
 
 
@@ -259,7 +276,9 @@ def test_defaults_render_a_complete_release() -> None:
     kinds = sorted(o["kind"] for o in render())
     assert kinds == sorted(["InferenceService", "ServiceAccount", "ServiceAccount", "ServiceAccount", "ServiceAccount",
                             "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "ConfigMap", "ConfigMap",
-                            "Role", "RoleBinding", "Role", "RoleBinding", "Job", "Pod"])
+                            "Role", "RoleBinding", "Role", "RoleBinding", "Job", "Pod",
+                            # the helm test's preflight: its values ConfigMap, a read-only Role per namespace
+                            "ConfigMap", "Role", "RoleBinding", "Role", "RoleBinding"])
     names = {(o["kind"], o["metadata"]["name"]) for o in render()}
     assert ("ServiceAccount", "reasoning-ner-serving") in names
 

@@ -1,4 +1,6 @@
-"""templates/configmap-pipeline.yaml: the compiled pipeline, read from the chart's files.
+"""templates/configmap-pipeline.yaml: the compiled pipeline, read from the chart's files, with its image
+references rewritten to images.tag / digests (exactly reasoning_ner.images.rewrite_references, which
+`rner pipeline submit` uses), and named by its content.
 
 The chart's copy (files/pipeline.yaml) must be byte-identical to the committed compiled pipeline
 (pipelines/reasoning_ner_pipeline.yaml, itself kept fresh by tests/test_pipeline.py). After
@@ -10,6 +12,8 @@ from __future__ import annotations
 import yaml
 
 from pipelines.reasoning_ner_pipeline import COMPILED, PIPELINE_NAME, SECRETS
+from pipelines.submit import pipeline_parameters
+from reasoning_ner.images import REGISTRY, content_version, image, rewrite_references
 
 from .chart_tools import CHART, RELEASE, template_objects, validate
 
@@ -31,12 +35,39 @@ def test_configmap_holds_the_pipeline_verbatim() -> None:
     assert len(cm["data"]["pipeline.yaml"].encode()) < 900_000  # ConfigMaps hold at most 1 MiB
 
 
+def test_image_references_are_rewritten_to_the_configured_build() -> None:
+    digest = "sha256:" + "f" * 64
+    values = {"images": {"tag": "sha-0123456789ab", "cpu": {"digest": digest}}}
+    (cm,) = template_objects(TEMPLATE, values)
+    expected = rewrite_references(COMPILED.read_text(), tag="sha-0123456789ab", digests={"cpu": digest})
+    assert cm["data"]["pipeline.yaml"] == expected.rstrip("\n")
+    assert image("cpu", "sha-0123456789ab", digest) in expected and image("cpu") not in expected
+    assert image("train-gpu", "sha-0123456789ab") in expected
+    assert cm["metadata"]["annotations"]["reasoning-ner.io/pipeline-version"] == content_version(expected)
+    # A mirror registry: the compiled (source) references are still found.
+    (mirror,) = template_objects(TEMPLATE, {"images": {"registry": "registry.example.com/ml"}})
+    assert image("cpu", registry="registry.example.com/ml") in mirror["data"]["pipeline.yaml"]
+    assert REGISTRY + "/" not in mirror["data"]["pipeline.yaml"]
+
+
+def test_the_rewrite_source_is_the_compiled_reference() -> None:
+    """The chart looks for ghcr.io/reasoning-ner/reasoning-ner-<name>:<appVersion>: reasoning_ner.images."""
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert f'"{REGISTRY}/reasoning-ner-%s:%s" $name $.Chart.AppVersion' in helpers
+    assert all(image(n) in COMPILED.read_text() for n in ("cpu", "train-gpu"))
+
+
 def test_the_pipeline_reads_the_secrets_the_chart_names() -> None:
     text = COMPILED.read_text()
     for secret, _ in SECRETS.values():
         assert f"secretName: {secret}\n" in text
     values = yaml.safe_load((CHART / "values.yaml").read_text())["secrets"]
     assert {k: v["name"] for k, v in values.items() if isinstance(v, dict)} == {k: v[0] for k, v in SECRETS.items()}
+
+
+def test_the_shared_pvc_default_is_the_pipelines() -> None:
+    default = yaml.safe_load((CHART / "values.yaml").read_text())["multiNode"]["sharedPvc"]["name"]
+    assert default == pipeline_parameters(COMPILED)["shared_pvc"]["defaultValue"]
 
 
 def test_annotations_name_pipeline_and_version() -> None:

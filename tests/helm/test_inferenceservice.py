@@ -168,7 +168,13 @@ def test_release_name_and_namespace_are_the_defaults() -> None:
     isvc = one(objs, "InferenceService")
     assert (isvc["metadata"]["name"], isvc["metadata"]["namespace"]) == ("ner-staging", "ml")
     assert isvc == build_inference_service(settings_for(None, name="ner-staging", namespace="ml"))
-    assert all(o["metadata"]["namespace"] == "ml" for o in objs)
+    # The serving objects in the release namespace; what the pipeline runs use in kfp.namespace (kubeflow).
+    assert {o["metadata"]["namespace"] for o in objs} == {"ml", "kubeflow"}
+    for kind, name in [("ServiceAccount", "reasoning-ner-serving"), ("NetworkPolicy", "ner-staging-ingress"),
+                       ("Role", "ner-staging-deploy"), ("Job", "ner-staging-register-pipeline")]:
+        assert one(objs, kind, name)["metadata"]["namespace"] == "ml"
+    for kind, name in [("ServiceAccount", "ner-staging-pipeline-runner"), ("Role", "ner-staging-run-executor")]:
+        assert one(objs, kind, name)["metadata"]["namespace"] == "kubeflow"
 
 
 def test_rendered_object_is_valid_against_the_crd() -> None:
@@ -191,7 +197,7 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"predictor": {"env": {"PYTHONPATH": "/x"}}}, "which KServe's admission webhook refuses"),
     ({"mode": "knative", "knative": {"timeoutSeconds": 60}}, "knative.timeout_seconds 60 is shorter than"),
     ({"mode": "knative", "knative": {"progressDeadline": "5m"}}, "must exceed the predictor's startup probe budget"),
-    ({"storage": {"s3SecretName": None}}, "storage.s3_endpoint is set but storage.s3_secret_name is empty"),
+    ({"storage": {"s3SecretName": None}}, "storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn"),
     ({"predictor": {"resources": {"cpuRequest": "3"}}}, "cpu_request 3 exceeds cpu_limit 2"),
     ({"transformer": {"resources": {"memoryRequest": "2Gi"}}}, "memory_request 2Gi exceeds memory_limit 1Gi"),
 ]

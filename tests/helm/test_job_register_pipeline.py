@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 import reasoning_ner
+from pipelines.reasoning_ner_pipeline import COMPILED
+from pipelines.submit import prepare_package
+from reasoning_ner.images import content_version
 
 from .chart_tools import CHART, NAMESPACE, template_objects, validate
 
@@ -53,14 +56,32 @@ def test_projected_kfp_token_and_no_api_token() -> None:
 
 def test_environment() -> None:
     env = env_of(job())
-    assert env["PIPELINE_VERSION"] == reasoning_ner.__version__
+    assert env["PIPELINE_VERSION"] == content_version(COMPILED.read_text()), "named by the registered content"
     assert env["PIPELINE_NAME"] == "reasoning-ner"
     assert env["KFP_HOST"] == "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
     assert env["KFP_NAMESPACE"] == ""  # standalone KFP: a shared pipeline
     multi = env_of(job({"kfp": {"multiUser": True, "namespace": "team-nlp"}}))
     assert multi["KFP_NAMESPACE"] == "team-nlp"
-    shared = env_of(job({"kfp": {"multiUser": True}, "pipeline": {"shared": True}}))
+    shared = env_of(job({"kfp": {"multiUser": True, "namespace": "team-nlp"}, "pipeline": {"shared": True}}))
     assert shared["KFP_NAMESPACE"] == ""
+    assert env_of(job({"pipeline": {"versionName": "pinned"}}))["PIPELINE_VERSION"] == "pinned"
+
+
+def test_a_new_image_build_or_pipeline_is_a_new_version() -> None:
+    """The Job's version follows the registered YAML: images.tag / digests change it, the same values
+    keep it, and `rner pipeline submit` names the same content the same way."""
+    digest = "sha256:" + "e" * 64
+    build = {"images": {"tag": "sha-0123456789ab", "trainGpu": {"digest": digest}}}
+    release, commit = env_of(job())["PIPELINE_VERSION"], env_of(job(build))["PIPELINE_VERSION"]
+    assert release != commit and env_of(job(build))["PIPELINE_VERSION"] == commit
+    content, name = prepare_package(COMPILED, tag="sha-0123456789ab", digests={"train-gpu": digest})
+    assert commit == name == content_version(content)
+    assert reasoning_ner.__version__ == commit.rsplit("-", 1)[0]
+
+
+def test_pull_secrets_on_the_job_and_its_service_account() -> None:
+    spec = job({"images": {"pullSecrets": ["ghcr-pull"]}})["spec"]["template"]["spec"]
+    assert spec["imagePullSecrets"] == [{"name": "ghcr-pull"}]
 
 
 def test_annotations_and_switch() -> None:
@@ -109,6 +130,11 @@ class FakeKFP:
                 if pipe["id"] == pid:
                     return 200, {"pipeline_versions": [{"name": v, "pipeline_version_id": f"v-{v}"} for v in pipe["versions"]]}
             return 404, {}
+        if p == "/apis/v2beta1/pipelines" and method == "POST":
+            self.uploads.append({"kind": "pipeline", "query": query, "headers": headers, "body": body})
+            name = json.loads(body)["name"]
+            self.pipelines[name] = {"id": f"pid-{name}", "versions": []}
+            return 200, {"pipeline_id": f"pid-{name}", "name": name}
         if p == "/apis/v2beta1/pipelines/upload" and method == "POST":
             self.uploads.append({"kind": "pipeline", "query": query, "headers": headers, "body": body})
             name = query["name"]
@@ -142,7 +168,9 @@ def test_first_install_uploads_pipeline_and_version(stub_server, tmp_path: Path)
     rc, out = run_script(server.url, tmp_path, namespace="team-nlp")
     assert rc == 0 and out["status"] == "registered" and out["created_pipeline"] is True
     pipe, version = kfp.uploads
-    assert pipe["kind"] == "pipeline" and pipe["query"]["namespace"] == "team-nlp"
+    assert pipe["kind"] == "pipeline" and json.loads(pipe["body"]) == {
+        "name": "reasoning-ner", "display_name": "reasoning-ner", "description": "ReasoningNER", "namespace": "team-nlp"}
+    assert kfp.pipelines["reasoning-ner"]["versions"] == ["0.1.0"], "one version, named by content, no duplicate"
     assert version["query"] == {"name": "0.1.0", "display_name": "0.1.0", "pipelineid": "pid-reasoning-ner",
                                 "description": "ReasoningNER"}
     assert b'name="uploadfile"' in version["body"] and b"pipelineInfo:" in version["body"]

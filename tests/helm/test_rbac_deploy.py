@@ -1,8 +1,8 @@
 """templates/rbac-deploy.yaml: the deploy step's Role, bound to the pipeline-run ServiceAccount.
 
 Beyond the rules themselves, the real deploy step (components/deploy_model/rollout.py) is run
-against the stub KServe API server of tests/test_deploy.py for a Knative canary, a Standard
-rollout and a first creation, and every API request it sends must be allowed by the rendered Role.
+against the stub KServe API server of tests/test_deploy.py for a Knative canary and a Standard
+rollout, and every API request it sends must be allowed by the rendered Role.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ def test_rules_are_exactly_the_deploy_steps_needs() -> None:
     assert role["metadata"]["namespace"] == NAMESPACE
     assert_least_privilege(role)
     rules = role["rules"]
-    for verb in ("get", "patch", "create"):
+    for verb in ("get", "patch"):
         assert allowed(rules, verb, "serving.kserve.io", "inferenceservices", RELEASE)
     assert allowed(rules, "get", "apps", "deployments", f"{RELEASE}-predictor")
     for verb, group, resource, name in [("delete", "serving.kserve.io", "inferenceservices", RELEASE),
                                         ("patch", "serving.kserve.io", "inferenceservices", "another-isvc"),
+                                        ("create", "serving.kserve.io", "inferenceservices", None),
                                         ("list", "serving.kserve.io", "inferenceservices", None),
                                         ("get", "apps", "deployments", "another-deployment"),
                                         ("patch", "apps", "deployments", f"{RELEASE}-predictor"),
@@ -53,23 +54,14 @@ def test_valid() -> None:
     assert validate(template_objects(TEMPLATE)) == []
 
 
-def _fake_kserve():
-    try:
-        from test_deploy import FakeKServe  # tests/test_deploy.py, the deploy step's stub API server
-    except ImportError as exc:  # pragma: no cover - only if that module moves
-        pytest.skip(f"tests/test_deploy.py's FakeKServe is not importable ({exc})")
-    return FakeKServe
-
-
-@pytest.mark.parametrize("scenario", ["knative-canary", "standard-rollout", "create"])
+@pytest.mark.parametrize("scenario", ["knative-canary", "standard-rollout"])
 def test_the_real_deploy_step_needs_nothing_more(scenario: str) -> None:
     from components.deploy_model.rollout import deploy
     from reasoning_ner.k8s.manifests import overlay_settings
+    from tests.test_deploy import FakeKServe  # the deploy step's stub API server
 
-    FakeKServe = _fake_kserve()
     settings = overlay_settings("knative" if scenario == "knative-canary" else "base")
-    existing = None if scenario == "create" else "s3://reasoning-ner/models/v1"
-    with FakeKServe(settings, existing_uri=existing) as fake:
+    with FakeKServe(settings) as fake:
         deploy("s3://reasoning-ner/models/v2", settings, NAMESPACE, canary_percent=10 if scenario == "knative-canary" else None,
                api_client=fake.api_client(), poll_interval_s=0.0, sleep=lambda s: None, probe=False)
     rules = role_and_binding()[0]["rules"]

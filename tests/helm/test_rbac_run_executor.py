@@ -17,8 +17,8 @@ def test_rules() -> None:
     role = objs()["Role"]
     assert_least_privilege(role)
     rules = role["rules"]
-    for verb in ("create", "get", "delete"):
-        assert allowed(rules, verb, "", "persistentvolumeclaims", "run-abc-rner-workspace")
+    for verb in ("create", "get", "delete"):  # the pipeline creates no PVC (an emptyDir workspace)
+        assert not allowed(rules, verb, "", "persistentvolumeclaims", "run-abc-rner-workspace")
     assert allowed(rules, "create", "argoproj.io", "workflowtaskresults")
     assert allowed(rules, "get", "", "configmaps", "kfp-launcher")
     assert allowed(rules, "get", "", "secrets", "mlpipeline-minio-artifact")

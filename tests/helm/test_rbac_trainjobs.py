@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .chart_tools import template_objects, validate
+from .chart_tools import render_error, template_objects, validate
 from .rbac import allowed, assert_least_privilege
 
 TEMPLATE = "templates/rbac-trainjobs.yaml"
@@ -22,13 +22,17 @@ def test_create_get_watch_delete_trainjobs_only() -> None:
 
 
 def test_namespaces() -> None:
-    objs = {o["kind"]: o for o in template_objects(TEMPLATE, {"multiNode": {"enabled": True, "namespace": "training"},
-                                                                  "kfp": {"namespace": "kubeflow"}})}
-    assert objs["Role"]["metadata"]["namespace"] == objs["RoleBinding"]["metadata"]["namespace"] == "training"
+    """The pipeline creates its TrainJobs in the run's own namespace (kfp.namespace), where the shared
+    PVC is: the Role is there, and another multiNode.namespace is refused."""
+    objs = {o["kind"]: o for o in template_objects(TEMPLATE, {**ON, "kfp": {"multiUser": True, "namespace": "team-nlp"}})}
+    assert objs["Role"]["metadata"]["namespace"] == objs["RoleBinding"]["metadata"]["namespace"] == "team-nlp"
     assert objs["RoleBinding"]["subjects"][0] == {"kind": "ServiceAccount", "name": "reasoning-ner-pipeline-runner",
-                                                  "namespace": "kubeflow"}
-    default = {o["kind"]: o for o in template_objects(TEMPLATE, {**ON, "kfp": {"namespace": "kubeflow"}})}
+                                                  "namespace": "team-nlp"}
+    default = {o["kind"]: o for o in template_objects(TEMPLATE, ON)}
     assert default["Role"]["metadata"]["namespace"] == "kubeflow"
+    same = {o["kind"]: o for o in template_objects(TEMPLATE, {"multiNode": {"enabled": True, "namespace": "kubeflow"}})}
+    assert same["Role"]["metadata"]["namespace"] == "kubeflow"
+    assert "differs from kfp.namespace" in render_error({"multiNode": {"enabled": True, "namespace": "training"}})
 
 
 def test_valid() -> None:

@@ -1,6 +1,7 @@
 """templates/serviceaccounts.yaml: the serving ServiceAccount (exactly the builder's), the pipeline
 runner (in the runs' namespace, naming the pipeline's Secrets), the registration Job's and the
-helm test's (no Kubernetes API token)."""
+helm test's (no Kubernetes API token); every one lists the image pull Secrets. The S3 annotations
+are on the ServiceAccount only with an IRSA role (KServe ignores them there otherwise)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from reasoning_ner.k8s.inference_service import build_service_account
 from .chart_tools import EXAMPLES, by_kind, load_values, one, settings_for, template_objects, validate
 
 TEMPLATE = "templates/serviceaccounts.yaml"
+IRSA = "arn:aws:iam::123456789012:role/rner-serving"
 
 
 def sas(values=None):
@@ -18,19 +20,38 @@ def sas(values=None):
 
 def test_serving_service_account_is_the_builders() -> None:
     for values in [None, *(load_values(p) for p in EXAMPLES),
-                   {"serving": {"storage": {"s3Endpoint": None, "s3Region": None, "s3SecretName": None}}}]:
+                   {"serving": {"storage": {"s3Endpoint": None, "s3Region": None, "s3SecretName": None}}},
+                   {"serving": {"storage": {"irsaRoleArn": IRSA, "s3SecretName": None}}},
+                   {"images": {"pullSecrets": ["ghcr-pull"]}},
+                   {"images": {"pullSecrets": ["ghcr-pull"]}, "serving": {"imagePullSecrets": []}},
+                   {"serving": {"imagePullSecrets": ["serving-pull"], "storage": {"irsaRoleArn": IRSA}}}]:
         got = sas(values)["reasoning-ner-serving"]
-        assert got == build_service_account(settings_for(values))
+        assert got == build_service_account(settings_for(values)), values
 
 
-def test_serving_service_account_carries_the_s3_annotations() -> None:
+def test_serving_service_account_names_the_s3_secret_and_carries_s3_annotations_only_with_irsa() -> None:
     sa = sas()["reasoning-ner-serving"]
-    assert sa["metadata"]["annotations"] == {"serving.kserve.io/s3-endpoint": "minio.minio.svc.cluster.local:9000",
-                                             "serving.kserve.io/s3-usehttps": "0",
-                                             "serving.kserve.io/s3-region": "us-east-1",
-                                             "serving.kserve.io/s3-verifyssl": "0"}
+    assert "annotations" not in sa["metadata"], "without IRSA KServe reads the s3-* annotations from the Secret"
     assert sa["secrets"] == [{"name": "reasoning-ner-s3"}]
     assert sa["automountServiceAccountToken"] is False
+    irsa = sas({"serving": {"storage": {"irsaRoleArn": IRSA}}})["reasoning-ner-serving"]
+    assert irsa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": IRSA,
+                                               "serving.kserve.io/s3-endpoint": "minio.minio.svc.cluster.local:9000",
+                                               "serving.kserve.io/s3-usehttps": "0",
+                                               "serving.kserve.io/s3-region": "us-east-1",
+                                               "serving.kserve.io/s3-verifyssl": "0"}
+
+
+def test_every_service_account_that_pulls_an_image_lists_the_pull_secrets() -> None:
+    got = sas({"images": {"pullSecrets": ["ghcr-pull"]}})
+    assert sorted(got) == ["reasoning-ner-helm-test", "reasoning-ner-pipeline-runner", "reasoning-ner-registration",
+                           "reasoning-ner-serving"]
+    for name, sa in got.items():
+        assert sa["imagePullSecrets"] == [{"name": "ghcr-pull"}], name
+    assert all("imagePullSecrets" not in sa for sa in sas().values()), "none configured: none listed"
+    own = sas({"images": {"pullSecrets": ["ghcr-pull"]}, "serving": {"imagePullSecrets": ["serving-pull"]}})
+    assert own["reasoning-ner-serving"]["imagePullSecrets"] == [{"name": "serving-pull"}]
+    assert own["reasoning-ner-pipeline-runner"]["imagePullSecrets"] == [{"name": "ghcr-pull"}]
 
 
 def test_default_set_and_switches() -> None:
@@ -43,6 +64,9 @@ def test_default_set_and_switches() -> None:
 
 
 def test_pipeline_runner_lives_in_the_runs_namespace_and_names_the_pipelines_secrets() -> None:
+    assert sas()["reasoning-ner-pipeline-runner"]["metadata"]["namespace"] == "kubeflow", "standalone KFP by default"
+    profile = sas({"kfp": {"multiUser": True, "namespace": "team-nlp"}})["reasoning-ner-pipeline-runner"]
+    assert profile["metadata"]["namespace"] == "team-nlp"
     sa = sas({"kfp": {"namespace": "kubeflow"}, "serviceAccounts": {"pipelineRunner": {
         "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/rner"}}}})["reasoning-ner-pipeline-runner"]
     assert sa["metadata"]["namespace"] == "kubeflow"

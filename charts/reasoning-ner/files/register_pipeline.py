@@ -1,11 +1,16 @@
 """Register the compiled pipeline as a pipeline version with the Kubeflow Pipelines v2beta1 REST API.
 
-Run by the chart's post-install/post-upgrade Job (standard library only). Steps:
+Run by the chart's post-install/post-upgrade Job (standard library only). PIPELINE_FILE is the
+chart's pipeline ConfigMap: the compiled pipeline with its image references already rewritten to
+images.tag / digests, and PIPELINE_VERSION is named after that content
+(<appVersion>-<12 hex of its sha256>, the chart's rner.pipelineVersion), so a changed pipeline or a
+new image build is a new version and an unchanged one is left alone. Steps:
 
 1. wait until the API answers (GET /apis/v2beta1/healthz), retrying connection errors and 5xx
    for WAIT_SECONDS;
-2. find the pipeline by name (GET /apis/v2beta1/pipelines/names/{name}?namespace=...); upload it
-   when it does not exist (POST /apis/v2beta1/pipelines/upload, multipart `uploadfile`);
+2. find the pipeline by name (GET /apis/v2beta1/pipelines/names/{name}?namespace=...); create it
+   when it does not exist (POST /apis/v2beta1/pipelines, no version: an upload would add a first
+   version named after the pipeline with the same content);
 3. list its versions (GET /apis/v2beta1/pipelines/{id}/versions, paged): a version named
    PIPELINE_VERSION already there means nothing to do (idempotent upgrades and re-runs);
 4. otherwise upload the version (POST /apis/v2beta1/pipelines/upload_version?pipelineid=...).
@@ -126,10 +131,12 @@ def register(env: dict[str, str]) -> dict:
                               {"namespace": namespace}, ok404=True)
     created = False
     if not pipeline:
-        log(f"pipeline {name!r} not found; uploading it")
-        pipeline = client.upload(f"{API}/pipelines/upload",
-                                 {"name": name, "display_name": name, "description": description,
-                                  "namespace": namespace}, "pipeline.yaml", content)
+        log(f"pipeline {name!r} not found; creating it")
+        body = {"name": name, "display_name": name, "description": description}
+        if namespace:
+            body["namespace"] = namespace
+        pipeline = client.request("POST", f"{API}/pipelines", body=json.dumps(body).encode(),
+                                  content_type="application/json") or {}
         created = True
     pipeline_id = pipeline.get("pipeline_id")
     if not pipeline_id:

@@ -14,14 +14,20 @@ does not matter but every field and list order does (tests/helm compares them wi
 {{- .Values.serving.namespace | default .Release.Namespace | default "default" -}}
 {{- end -}}
 
-{{/* Namespace where pipeline runs execute. */}}
+{{/* Namespace where pipeline runs execute (required; rner.validate explains an empty one). */}}
 {{- define "rner.kfpNamespace" -}}
-{{- .Values.kfp.namespace | default (include "rner.namespace" .) -}}
+{{- .Values.kfp.namespace -}}
 {{- end -}}
 
-{{/* Namespace of the TrainJobs of multi-node training. */}}
+{{/* Namespace of the TrainJobs of multi-node training: the runs' own (the pipeline creates them
+there and the shared PVC lives there; rner.validate refuses another multiNode.namespace). */}}
 {{- define "rner.trainNamespace" -}}
 {{- .Values.multiNode.namespace | default (include "rner.kfpNamespace" .) -}}
+{{- end -}}
+
+{{/* The namespaces that need the Secrets and pull Secrets: serving and the runs' (once each). */}}
+{{- define "rner.secretNamespaces" -}}
+{{- list (include "rner.namespace" .) (include "rner.kfpNamespace" .) | uniq | toJson -}}
 {{- end -}}
 
 {{/* serving.autoscaler with the mode's default (knative: kpa, standard: none). */}}
@@ -42,6 +48,60 @@ does not matter but every field and list order does (tests/helm compares them wi
 {{- $ref := printf "%s/%s:%s" $root.Values.images.registry $img.repository (include "rner.imageTag" $root) -}}
 {{- if $img.digest -}}{{- $ref = printf "%s@%s" $ref $img.digest -}}{{- end -}}
 {{- $ref -}}
+{{- end -}}
+
+{{/* The project images by their reasoning_ner.images name -> the key under .Values.images. */}}
+{{- define "rner.imageKeys" -}}
+{{- dict "cpu" "cpu" "train-gpu" "trainGpu" "serve" "serve" | toJson -}}
+{{- end -}}
+
+{{/* The compiled pipeline as the chart registers it: every project image reference the compiler
+wrote (reasoning_ner.images.image(name) = ghcr.io/reasoning-ner/reasoning-ner-<name>:<appVersion>;
+tests keep this prefix equal to images.REGISTRY) rewritten to images.registry/<repository>:<tag>[@digest],
+exactly as reasoning_ner.images.rewrite_references does for `rner pipeline submit`. */}}
+{{- define "rner.pipelineYaml" -}}
+{{- $text := .Files.Get "files/pipeline.yaml" -}}
+{{- range $name, $key := include "rner.imageKeys" . | fromJson -}}
+{{- $text = replace (printf "ghcr.io/reasoning-ner/reasoning-ner-%s:%s" $name $.Chart.AppVersion) (include "rner.image" (list $ $key)) $text -}}
+{{- end -}}
+{{- $text -}}
+{{- end -}}
+
+{{/* docker-registry pull Secrets: (list of names) -> an imagePullSecrets block, or nothing. */}}
+{{- define "rner.imagePullSecrets" -}}
+{{- with . }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Pull Secrets of the serving ServiceAccount: serving.imagePullSecrets, null = images.pullSecrets. */}}
+{{- define "rner.servingPullSecrets" -}}
+{{- $own := index .Values.serving "imagePullSecrets" -}}
+{{- if kindIs "invalid" $own -}}{{- $own = .Values.images.pullSecrets -}}{{- end -}}
+{{- $own | default (list) | toJson -}}
+{{- end -}}
+
+{{/* The serving.kserve.io/s3-* annotations KServe's storage initializer reads (the builder's
+s3_annotations): on the S3 Secret, and on the serving ServiceAccount only with an IRSA role. */}}
+{{- define "rner.s3Annotations" -}}
+{{- $st := .Values.serving.storage -}}
+{{- $a := dict -}}
+{{- with index $st "s3Endpoint" }}{{ $_ := set $a "serving.kserve.io/s3-endpoint" (toString .) }}{{ end -}}
+{{- $_ := set $a "serving.kserve.io/s3-usehttps" (ternary "1" "0" $st.s3UseHttps) -}}
+{{- with index $st "s3Region" }}{{ $_ := set $a "serving.kserve.io/s3-region" (toString .) }}{{ end -}}
+{{- $_ := set $a "serving.kserve.io/s3-verifyssl" (ternary "1" "0" $st.s3VerifySsl) -}}
+{{- toJson $a -}}
+{{- end -}}
+
+{{/* The endpoint as a URL (the builder's s3_endpoint_url), "" for AWS. */}}
+{{- define "rner.s3EndpointUrl" -}}
+{{- $st := .Values.serving.storage -}}
+{{- with index $st "s3Endpoint" -}}
+{{- if regexMatch "(?i)^https?://" . -}}{{ . }}{{- else -}}{{ ternary "https" "http" $st.s3UseHttps }}://{{ . }}{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The transformer's image: serving.transformer.image, else the project's serve image. */}}
@@ -82,9 +142,11 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- printf "%s-helm-test" (include "rner.name" .) -}}
 {{- end -}}
 
-{{/* The pipeline version name: pipeline.versionName, else the chart's appVersion. */}}
+{{/* The pipeline version name: pipeline.versionName, else <appVersion>-<first 12 hex of the sha256
+of the registered YAML> (reasoning_ner.images.content_version), so a pipeline whose content or image
+references changed becomes a new version and an unchanged one is skipped by the registration Job. */}}
 {{- define "rner.pipelineVersion" -}}
-{{- .Values.pipeline.versionName | default .Chart.AppVersion -}}
+{{- .Values.pipeline.versionName | default (printf "%s-%s" .Chart.AppVersion (include "rner.pipelineYaml" . | sha256sum | trunc 12)) -}}
 {{- end -}}
 
 {{/* Seconds of a Go duration such as 1800s, 30m, 1h30m (what the builder's parse_duration accepts). */}}

@@ -66,8 +66,8 @@ the chart's own consistency checks. All problems are reported at once.
 {{- end -}}
 {{- end -}}
 {{- $_ := include "rner.durationSeconds" $s.scaling.scaleDownDelay -}}
-{{- if and (hasPrefix "s3://" $s.storage.storageUri) (not (index $s.storage "s3SecretName")) (index $s.storage "s3Endpoint") -}}
-{{- $problems = append $problems "storage.s3_endpoint is set but storage.s3_secret_name is empty: the storage initializer would have no keys" -}}
+{{- if and (hasPrefix "s3://" $s.storage.storageUri) (index $s.storage "s3Endpoint") (not (index $s.storage "s3SecretName")) (not (index $s.storage "irsaRoleArn")) -}}
+{{- $problems = append $problems "storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn: KServe reads the endpoint from the S3 Secret's annotations (from the ServiceAccount's only with an IRSA role), so the storage initializer would go to AWS without keys" -}}
 {{- end -}}
 {{- range $where, $r := dict "predictor" $p.resources "transformer" $t.resources -}}
 {{- range $kind := list "cpu" "memory" -}}
@@ -79,7 +79,7 @@ the chart's own consistency checks. All problems are reported at once.
 {{- end -}}
 {{- end -}}
 {{- /* chart-level consistency */ -}}
-{{- $images := dict "serving.predictor.image" $p.image "serving.transformer.image (images.serve)" (include "rner.transformerImage" .) "images.cpu" (include "rner.image" (list . "cpu")) -}}
+{{- $images := dict "serving.predictor.image" $p.image "serving.transformer.image (images.serve)" (include "rner.transformerImage" .) "images.cpu" (include "rner.image" (list . "cpu")) "images.trainGpu" (include "rner.image" (list . "trainGpu")) -}}
 {{- range $what, $ref := $images -}}
 {{- if regexMatch ":latest(@|$)" $ref -}}
 {{- $problems = append $problems (printf "%s %q is not pinned: use a version tag (images.tag defaults to the chart's appVersion) or a digest, not :latest" $what $ref) -}}
@@ -96,6 +96,19 @@ the chart's own consistency checks. All problems are reported at once.
 {{- end -}}
 {{- if and (index $s.storage "s3SecretName") (ne (index $s.storage "s3SecretName") .Values.secrets.s3.name) -}}
 {{- $problems = append $problems (printf "serving.storage.s3SecretName %q differs from secrets.s3.name %q: serving and the pipeline read the same S3 Secret (or set s3SecretName to null for IRSA)" (index $s.storage "s3SecretName") .Values.secrets.s3.name) -}}
+{{- end -}}
+{{- $kfpNs := .Values.kfp.namespace | default "" -}}
+{{- if not $kfpNs -}}
+{{- $problems = append $problems "kfp.namespace is empty: set it to the namespace where pipeline runs execute (standalone Kubeflow Pipelines: kubeflow; multi-user Kubeflow: your profile namespace); the runner ServiceAccount, its Roles and the Secrets go there" -}}
+{{- else if and .Values.kfp.multiUser (eq $kfpNs "kubeflow") -}}
+{{- $problems = append $problems "kfp.multiUser is true but kfp.namespace is 'kubeflow': multi-user Kubeflow runs pipelines in a profile namespace (e.g. kubeflow-user-example-com); set kfp.namespace to it" -}}
+{{- end -}}
+{{- if and .Values.multiNode.namespace (ne .Values.multiNode.namespace $kfpNs) -}}
+{{- $problems = append $problems (printf "multiNode.namespace %q differs from kfp.namespace %q: the pipeline creates its TrainJobs in the run's own namespace, where the shared ReadWriteMany PVC is mounted; leave multiNode.namespace empty" .Values.multiNode.namespace $kfpNs) -}}
+{{- end -}}
+{{- $s3 := .Values.secrets.s3 -}}
+{{- if and $s3.create (or (not $s3.accessKeyId) (not $s3.secretAccessKey)) -}}
+{{- $problems = append $problems "secrets.s3.create needs secrets.s3.accessKeyId and secrets.s3.secretAccessKey (pass them with --set or a values file kept out of git), or set create to false and create the Secret yourself" -}}
 {{- end -}}
 {{- if $problems -}}
 {{- fail (printf "\n\ninvalid values for the reasoning-ner chart:\n  - %s\n" (join "\n  - " $problems)) -}}

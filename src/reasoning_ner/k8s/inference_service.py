@@ -28,8 +28,11 @@ Facts the builder relies on (checked against the KServe sources and the CRDs in 
   makes KServe create no autoscaler so our own ScaledObject is the only one, ``none`` = fixed replicas.
 * S3 credentials reach the storage initializer through the predictor's service account: its
   ``secrets`` list names a Secret holding ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (the key names
-  in KServe's default ``inferenceservice-config``), and the ``serving.kserve.io/s3-*`` annotations on the
-  ServiceAccount and on the Secret give the endpoint, https, region and TLS verification.
+  in KServe's default ``inferenceservice-config``), and KServe reads the ``serving.kserve.io/s3-*``
+  annotations (endpoint, https, region, TLS verification) **from that Secret**; it reads them from the
+  ServiceAccount only when the ServiceAccount carries an IRSA role (``eks.amazonaws.com/role-arn``).
+  So :func:`build_s3_secret` carries them, and :func:`build_service_account` only with
+  ``storage.irsa_role_arn`` (the rules: :mod:`reasoning_ner.k8s.kserve_credentials`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 MODEL_VERSION_ANNOTATION = "reasoning-ner.io/model-version"
 ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
 S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"  # KServe's AwsIrsaAnnotationKey
 SERVING_PORT = 8080
 CONTAINER_NAME = "kserve-container"
 
@@ -236,7 +240,11 @@ class StorageSettings(_Values):
                              description="The served model: s3://bucket/prefix or pvc://claim/path (the deploy step sets the champion).")
     service_account_name: str = "reasoning-ner-serving"
     create_service_account: bool = True
-    s3_secret_name: str | None = Field("reasoning-ner-s3", description="Secret with the S3 keys, listed in the ServiceAccount's secrets.")
+    s3_secret_name: str | None = Field("reasoning-ner-s3", description="Secret with the S3 keys and the serving.kserve.io/s3-* "
+                                       "annotations, listed in the ServiceAccount's secrets (None with IRSA only).")
+    irsa_role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+                                      description="EKS IRSA role of the serving ServiceAccount (eks.amazonaws.com/role-arn); "
+                                      "only then does KServe also read the s3-* annotations from the ServiceAccount.")
     s3_endpoint: str | None = Field(None, description="host:port of S3/MinIO (None = AWS).")
     s3_use_https: bool = True
     s3_region: str | None = "us-east-1"
@@ -274,6 +282,9 @@ class ServingSettings(_Values):
     labels: dict[str, str] = Field(default_factory=lambda: {"app.kubernetes.io/part-of": "reasoning-ner"})
     prometheus_scraping: bool = True
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    image_pull_secrets: list[str] = Field(default_factory=list,
+                                          description="docker-registry Secrets on the serving ServiceAccount (the "
+                                          "transformer's image); the kubelet uses them for every pod of that account.")
     predictor: PredictorSettings = Field(default_factory=PredictorSettings)
     transformer: TransformerSettings = Field(default_factory=TransformerSettings)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
@@ -377,8 +388,11 @@ def settings_problems(s: ServingSettings) -> list[str]:
         if deadline <= p.startup_probe.budget_s:
             out.append(f"knative.progress_deadline {s.knative.progress_deadline} must exceed the predictor's startup probe "
                        f"budget ({p.startup_probe.budget_s}s), or Knative fails the revision before the probe gives up")
-    if s.storage.storage_uri.startswith("s3://") and not s.storage.s3_secret_name and s.storage.s3_endpoint:
-        out.append("storage.s3_endpoint is set but storage.s3_secret_name is empty: the storage initializer would have no keys")
+    st = s.storage
+    if st.storage_uri.startswith("s3://") and st.s3_endpoint and not st.s3_secret_name and not st.irsa_role_arn:
+        out.append("storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn: KServe reads "
+                   "the endpoint from the S3 Secret's annotations (from the ServiceAccount's only with an IRSA role), so "
+                   "the storage initializer would go to AWS without keys")
     return out
 
 
@@ -647,24 +661,60 @@ def s3_annotations(s: ServingSettings) -> dict[str, str]:
     return out
 
 
+def s3_endpoint_url(s: ServingSettings) -> str | None:
+    """The endpoint as a URL (what botocore's AWS_ENDPOINT_URL wants), built as KServe builds it."""
+    st = s.storage
+    if not st.s3_endpoint:
+        return None
+    if st.s3_endpoint.lower().startswith(("http://", "https://")):
+        return st.s3_endpoint
+    return f"{'https' if st.s3_use_https else 'http'}://{st.s3_endpoint}"
+
+
 def build_service_account(s: ServingSettings) -> dict[str, Any]:
-    """The predictor's service account: names the S3 Secret and carries the S3 annotations; no API token."""
+    """The predictor's service account: names the S3 Secret, lists the pull Secrets; no API token.
+
+    The S3 annotations go here only with an IRSA role: KServe ignores them on a ServiceAccount without
+    ``eks.amazonaws.com/role-arn`` and reads them from the Secret (:func:`build_s3_secret`).
+    """
+    st = s.storage
+    annotations = {IRSA_ANNOTATION: st.irsa_role_arn, **s3_annotations(s)} if st.irsa_role_arn else None
     sa: dict[str, Any] = {"apiVersion": "v1", "kind": "ServiceAccount",
-                          "metadata": _metadata(s, s.storage.service_account_name, "serving-identity", s3_annotations(s))}
-    if s.storage.s3_secret_name:
-        sa["secrets"] = [{"name": s.storage.s3_secret_name}]
+                          "metadata": _metadata(s, st.service_account_name, "serving-identity", annotations)}
+    if st.s3_secret_name:
+        sa["secrets"] = [{"name": st.s3_secret_name}]
+    if s.image_pull_secrets:
+        sa["imagePullSecrets"] = [{"name": n} for n in s.image_pull_secrets]
     sa["automountServiceAccountToken"] = False
     return sa
 
 
-def build_s3_secret_placeholder(s: ServingSettings) -> dict[str, Any]:
-    """The Secret's shape with empty values: a template to fill out of band, never applied as is."""
+def s3_secret_data(s: ServingSettings, access_key_id: str = "", secret_access_key: str = "") -> dict[str, str]:
+    """The S3 Secret's keys: the two KServe reads (key names from the settings) plus what the pipeline's
+    steps read as environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``; botocore, s3fs, dvc-s3)."""
+    st = s.storage
+    data = {st.s3_access_key_id_key: access_key_id, st.s3_secret_access_key_key: secret_access_key}
+    url = s3_endpoint_url(s)
+    if url:
+        data["AWS_ENDPOINT_URL"] = url
+    if st.s3_region:
+        data["AWS_DEFAULT_REGION"] = st.s3_region
+    return data
+
+
+def build_s3_secret(s: ServingSettings, access_key_id: str = "", secret_access_key: str = "") -> dict[str, Any]:
+    """The S3 Secret with the ``serving.kserve.io/s3-*`` annotations KServe's storage initializer reads."""
     if not s.storage.s3_secret_name:
         raise ServingSettingsError("storage.s3_secret_name is empty: there is no S3 Secret to describe")
     return {"apiVersion": "v1", "kind": "Secret",
             "metadata": _metadata(s, s.storage.s3_secret_name, "serving-identity", s3_annotations(s)),
             "type": "Opaque",
-            "stringData": {s.storage.s3_access_key_id_key: "", s.storage.s3_secret_access_key_key: ""}}
+            "stringData": s3_secret_data(s, access_key_id, secret_access_key)}
+
+
+def build_s3_secret_placeholder(s: ServingSettings) -> dict[str, Any]:
+    """The Secret's shape with empty keys: a template to fill out of band, never applied as is."""
+    return build_s3_secret(s)
 
 
 def build_network_policy(s: ServingSettings) -> dict[str, Any]:

@@ -140,11 +140,17 @@ def render_manifests() -> dict[str, str]:
         files[f"base/{fname}"] = _dump([obj])
         resources.append(fname)
     files["base/kustomization.yaml"] = _kustomization(resources, [])
-    # Not a kustomize resource: a real Secret must never be overwritten by `kubectl apply -k`.
-    files["base/s3-credentials.secret.example.yaml"] = _dump([build_s3_secret_placeholder(base_settings)])
+    # Not a kustomize resource: a real Secret must never be overwritten by `kubectl apply -k`. It shows
+    # the serving.kserve.io/s3-* annotations KServe reads from the Secret (not from the ServiceAccount).
+    base_secret = build_s3_secret_placeholder(base_settings)
+    files["base/s3-credentials.secret.example.yaml"] = _dump([base_secret])
     base_index = {_key(o): o for o in base_objs}
     for overlay, factory in OVERLAYS.items():
-        objs = build_objects(factory())
+        settings = factory()
+        objs = build_objects(settings)
+        secret = build_s3_secret_placeholder(settings) if settings.storage.s3_secret_name else None
+        if secret is not None and secret != base_secret:
+            files[f"overlays/{overlay}/s3-credentials.secret.example.yaml"] = _dump([secret])
         resources, patches = ["../../base"], []
         extra: dict[str, list[dict[str, Any]]] = {}
         for obj in objs:
@@ -155,7 +161,7 @@ def render_manifests() -> dict[str, str]:
             diff = merge_patch_diff(base_obj, obj)
             if not diff:
                 continue
-            if set(diff) - {"metadata", "spec", "secrets", "automountServiceAccountToken"}:
+            if set(diff) - {"metadata", "spec", "secrets", "imagePullSecrets", "automountServiceAccountToken"}:
                 raise ValueError(f"overlay {overlay}: {obj['kind']} differs in {sorted(diff)}; not expressible as a patch")
             patch = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
                      "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]}}

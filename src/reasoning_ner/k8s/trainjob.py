@@ -22,11 +22,11 @@ Facts the builder relies on (the CRD in ``shared/k8s/crds`` and Kubeflow Trainer
   container and refuses them in ``spec.trainer.env`` (:data:`RESERVED_ENV`). The kubelet expands
   ``$(PET_NODE_RANK)`` etc. in command and args, so no shell is needed.
 * Everything else about the pods (volumes and mounts, node selector, tolerations, service account,
-  security context) goes through ``spec.runtimePatches``: a list keyed by ``manager`` whose
-  ``trainingRuntimeSpec.template.spec.replicatedJobs[name=node].template.spec.template.spec`` is a
-  restricted pod spec (``volumes``, ``nodeSelector``, ``tolerations``, ``serviceAccountName``,
-  ``securityContext``, and ``containers`` patches limited to ``env``, ``volumeMounts`` and
-  ``securityContext``).
+  image pull Secrets, security context) goes through ``spec.runtimePatches``: a list keyed by
+  ``manager`` whose ``trainingRuntimeSpec.template.spec.replicatedJobs[name=node].template.spec.template.spec``
+  is a restricted pod spec (``volumes``, ``nodeSelector``, ``tolerations``, ``serviceAccountName``,
+  ``imagePullSecrets``, ``securityContext``, and ``containers`` patches limited to ``env``,
+  ``volumeMounts`` and ``securityContext``).
 * ``metadata.name`` must be an RFC 1035 label of at most 63 characters (CRD validation rule).
 * Data and outputs live on a shared ReadWriteMany PVC mounted at the same path in the submitting step
   and on every node: the component copies the step's input artifacts there, rank 0 writes the
@@ -114,6 +114,9 @@ class TrainJobSettings(BaseModel):
     tolerations: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     service_account: str | None = Field(None, description="Service account of the training pods.")
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="docker-registry Secrets for the training image (the submitting "
+        "step passes its own pod's, which the run's ServiceAccount gave it).")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Trainer fails the job after this long.")
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -129,6 +132,14 @@ class TrainJobSettings(BaseModel):
     def _dns_label(cls, v: str) -> str:
         if len(v) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", v):
             raise ValueError(f"{v!r} is not a DNS label")
+        return v
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if len(name) > 253 or not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", name):
+                raise ValueError(f"image pull Secret {name!r} is not a Secret name")
         return v
 
     @field_validator("cpu_per_node", "memory_per_node", "shm_size")
@@ -246,6 +257,8 @@ def _pod_patch(s: TrainJobSettings) -> dict[str, Any]:
         pod["tolerations"] = [dict(t) for t in s.tolerations]
     if s.service_account:
         pod["serviceAccountName"] = s.service_account
+    if s.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in s.image_pull_secrets]
     return pod
 
 
