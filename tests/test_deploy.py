@@ -1,4 +1,4 @@
-"""The deploy step against a stub Kubernetes API on 127.0.0.1, driven by the real Kubernetes client.
+"""The deploy step against a stub Kubernetes API on 127.0.0.1, over real HTTP with the library's client.
 
 The stub records every HTTP request (method, path, query, content type, body) and simulates what the
 KServe controller does to an InferenceService's status: a changed storageUri makes a new revision
@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-
-from components.deploy_model.rollout import (
+from reasoning_ner.k8s.kubeapi import ClusterAccess, KubeClient
+from reasoning_ner.k8s.rollout import (
     DeployError,
     apply_merge_patch,
     build_deploy_patch,
@@ -168,15 +167,10 @@ class FakeKServe(StubAPIServer):
             if rec["content_type"] != "application/merge-patch+json":
                 return 415, k8s_status(415)
             return 200, self._patch(rec["body"])
-        if method == "POST" and path == ISVC_PATH.rsplit("/", 1)[0]:
-            self._store(rec["body"])
-            return 201, self.isvc
         return not_found
 
-    def api_client(self) -> client.ApiClient:
-        cfg = client.Configuration()
-        cfg.host = f"http://127.0.0.1:{self.port}"
-        return client.ApiClient(cfg)
+    def client(self) -> KubeClient:
+        return ClusterAccess(server=self.url, source="stub", token="deploy-token").client()
 
 
 
@@ -193,7 +187,7 @@ STANDARD = overlay_settings("base")
 
 def test_knative_canary_then_promotion_sends_exactly_these_requests() -> None:
     with FakeKServe(KNATIVE) as fake:
-        result = deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), probe=True, **fast())
+        result = deploy(NEW, KNATIVE, NS, canary_percent=10, client=fake.client(), probe=True, **fast())
     assert result.action == "canary-promoted" and result.mode == "knative"
     writes = fake.writes()
     assert [(w["method"], w["path"], w["content_type"]) for w in writes] == [
@@ -203,6 +197,7 @@ def test_knative_canary_then_promotion_sends_exactly_these_requests() -> None:
     assert writes[0]["body"] == {"spec": {"predictor": {"model": {"storageUri": NEW}, "canaryTrafficPercent": 10}}}
     assert writes[1]["body"] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}  # JSON null removes the field
     assert all(w["query"] == {"fieldManager": ["rner-deploy"]} for w in writes)
+    assert {r["auth"] for r in fake.requests if not r["path"].startswith("/revisions/")} == {"Bearer deploy-token"}
     # The probe hit the canary's tagged URL while it carried 10 % of the traffic.
     probes = [r for r in fake.requests if r["path"].endswith("/v2/health/ready")]
     assert [p["path"] for p in probes] == ["/revisions/reasoning-ner-predictor-00002/v2/health/ready"]
@@ -221,7 +216,7 @@ def test_knative_canary_then_promotion_sends_exactly_these_requests() -> None:
 def test_failed_canary_revision_is_rolled_back_and_never_promoted() -> None:
     with FakeKServe(KNATIVE, fail_revisions=True) as fake:
         with pytest.raises(DeployError, match="RevisionFailed.*rolled back") as info:
-            deploy(NEW, KNATIVE, NS, canary_percent=20, api_client=fake.api_client(), **fast())
+            deploy(NEW, KNATIVE, NS, canary_percent=20, client=fake.client(), **fast())
     bodies = [w["body"] for w in fake.writes()]
     assert bodies == [{"spec": {"predictor": {"model": {"storageUri": NEW}, "canaryTrafficPercent": 20}}},
                       {"spec": {"predictor": {"canaryTrafficPercent": 0}}}]
@@ -231,7 +226,7 @@ def test_failed_canary_revision_is_rolled_back_and_never_promoted() -> None:
 def test_failed_probe_rolls_back() -> None:
     with FakeKServe(KNATIVE, probe_ok=False) as fake:
         with pytest.raises(DeployError, match="HTTP probe failed.*503"):
-            deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), probe=True, **fast())
+            deploy(NEW, KNATIVE, NS, canary_percent=10, client=fake.client(), probe=True, **fast())
     assert [w["body"] for w in fake.writes()][-1] == rollback_patch()
     assert len([r for r in fake.requests if r["path"].endswith("/v2/health/ready")]) == 3  # retried before giving up
 
@@ -240,27 +235,27 @@ def test_timeout_rolls_back() -> None:
     ticks = iter(range(0, 10_000, 100))
     with FakeKServe(KNATIVE, never_ready=True) as fake:
         with pytest.raises(DeployError, match="timed out after 600s"):
-            deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), timeout_s=600,
+            deploy(NEW, KNATIVE, NS, canary_percent=10, client=fake.client(), timeout_s=600,
                    clock=lambda: next(ticks), **fast())
     assert fake.writes()[-1]["body"] == rollback_patch()
 
 
 def test_without_wait_only_the_canary_patch_is_sent() -> None:
     with FakeKServe(KNATIVE) as fake:
-        result = deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), wait=False)
+        result = deploy(NEW, KNATIVE, NS, canary_percent=10, client=fake.client(), wait=False)
     assert result.action == "canary-started" and len(fake.writes()) == 1
 
 
 def test_canary_kept_without_promotion() -> None:
     with FakeKServe(KNATIVE) as fake:
-        result = deploy(NEW, KNATIVE, NS, canary_percent=25, api_client=fake.api_client(), promote=False, **fast())
+        result = deploy(NEW, KNATIVE, NS, canary_percent=25, client=fake.client(), promote=False, **fast())
     assert result.action == "canary-ready" and len(fake.writes()) == 1
     assert fake.isvc["spec"]["predictor"]["canaryTrafficPercent"] == 25
 
 
 def test_knative_direct_rollout_clears_a_leftover_canary() -> None:
     with FakeKServe(KNATIVE) as fake:
-        result = deploy(NEW, KNATIVE, NS, canary_percent=0, api_client=fake.api_client(), **fast())
+        result = deploy(NEW, KNATIVE, NS, canary_percent=0, client=fake.client(), **fast())
     assert result.action == "rolled-out"
     assert [w["body"] for w in fake.writes()] == [
         {"spec": {"predictor": {"model": {"storageUri": NEW}, "canaryTrafficPercent": None}}}]
@@ -271,7 +266,7 @@ def test_knative_direct_rollout_clears_a_leftover_canary() -> None:
 
 def test_standard_mode_rolls_out_directly_and_waits_for_the_deployment() -> None:
     with FakeKServe(STANDARD) as fake:
-        result = deploy(NEW, STANDARD, NS, canary_percent=None, api_client=fake.api_client(), **fast(),
+        result = deploy(NEW, STANDARD, NS, canary_percent=None, client=fake.client(), **fast(),
                         model_version="20261201T000000-abcd1234")
     assert result.action == "rolled-out" and result.mode == "standard"
     (w,) = fake.writes()
@@ -288,7 +283,7 @@ def test_standard_mode_rolls_out_directly_when_a_canary_is_asked() -> None:
     """The pipeline's canary_percent default (10) meets the chart's default Standard mode: no error at the
     end of a run, a direct rollout with a warning that says why."""
     with FakeKServe(STANDARD) as fake:
-        result = deploy(NEW, STANDARD, NS, canary_percent=10, api_client=fake.api_client(), **fast())
+        result = deploy(NEW, STANDARD, NS, canary_percent=10, client=fake.client(), **fast())
     assert result.action == "rolled-out" and result.canary_percent is None
     assert any("canary_percent 10 ignored" in w and "Standard mode" in w for w in result.warnings)
     (w,) = fake.writes()
@@ -298,7 +293,7 @@ def test_standard_mode_rolls_out_directly_when_a_canary_is_asked() -> None:
 def test_live_mode_wins_over_settings() -> None:
     # The cluster runs Standard; settings say Knative: the canary becomes a direct rollout.
     with FakeKServe(STANDARD) as fake:
-        result = deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), wait=False)
+        result = deploy(NEW, KNATIVE, NS, canary_percent=10, client=fake.client(), wait=False)
     assert result.mode == "standard" and any("live deploymentMode is standard" in w for w in result.warnings)
     assert fake.writes()[-1]["body"] == {"spec": {"predictor": {"model": {"storageUri": NEW}}}}
 
@@ -311,17 +306,17 @@ def test_a_missing_inference_service_is_never_created() -> None:
     with FakeKServe(KNATIVE, existing_uri=None) as fake:
         with pytest.raises(DeployError, match=r"does not exist: install the chart first: `helm install reasoning-ner "
                                               r"charts/reasoning-ner --namespace reasoning-ner`"):
-            deploy(NEW, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), **fast())
+            deploy(NEW, KNATIVE, NS, canary_percent=10, client=fake.client(), **fast())
     assert fake.writes() == []
 
 
 def test_only_a_helm_owned_inference_service_is_patched() -> None:
     with FakeKServe(STANDARD, helm_release=None) as fake:
         with pytest.raises(DeployError, match="is not managed by Helm .*helm install reasoning-ner"):
-            deploy(NEW, STANDARD, NS, api_client=fake.api_client(), **fast())
+            deploy(NEW, STANDARD, NS, client=fake.client(), **fast())
         assert fake.writes() == []
         # Objects applied with kubectl from manifests/ are updated only when asked explicitly.
-        result = deploy(NEW, STANDARD, NS, api_client=fake.api_client(), require_helm=False, wait=False)
+        result = deploy(NEW, STANDARD, NS, client=fake.client(), require_helm=False, wait=False)
     assert result.action == "rolled-out" and len(fake.writes()) == 1
 
 
@@ -330,13 +325,13 @@ def test_namespace_argument_overrides_the_settings() -> None:
     with FakeKServe(STANDARD) as fake:
         with pytest.raises(DeployError, match="elsewhere/reasoning-ner does not exist"):
             # The fake serves namespace reasoning-ner only.
-            deploy(NEW, settings, "elsewhere", api_client=fake.api_client(), **fast())
+            deploy(NEW, settings, "elsewhere", client=fake.client(), **fast())
     assert fake.calls() == [("GET", "/apis/serving.kserve.io/v1beta1/namespaces/elsewhere/inferenceservices/reasoning-ner")]
 
 
 def test_same_model_is_a_no_op() -> None:
     with FakeKServe(KNATIVE) as fake:
-        result = deploy(OLD, KNATIVE, NS, canary_percent=10, api_client=fake.api_client(), **fast())
+        result = deploy(OLD, KNATIVE, NS, canary_percent=10, client=fake.client(), **fast())
     assert result.action == "unchanged" and fake.writes() == []
 
 

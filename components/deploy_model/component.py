@@ -26,7 +26,7 @@ def deploy_model(model_uri: str, model_version: str, namespace: str, inference_s
     """
     import json
 
-    from components.deploy_model.rollout import deploy
+    from reasoning_ner.k8s.rollout import deploy
     from reasoning_ner.k8s.inference_service import ServingSettings
 
     # The live InferenceService's deployment mode decides canary vs direct rollout; only the name and

@@ -643,8 +643,8 @@ def deploy_cmd(
     The InferenceService must exist (the Helm chart installs it). Exit code 0 on success, 1 when the
     rollout failed or was refused (a failed canary is rolled back).
     """
-    # The rollout talks to the cluster with the Kubernetes client: it lives with the KFP adapters.
-    from components.deploy_model.rollout import DeployError, build_deploy_patch, deploy, validate_deploy_patch
+    from .k8s.kubeapi import KubeConfigError
+    from .k8s.rollout import DeployError, build_deploy_patch, deploy, validate_deploy_patch
 
     cfg = get_config(ctx)
     dep = cfg.deploy
@@ -677,6 +677,8 @@ def deploy_cmd(
         if exc.result is not None:
             stdout.print_json(json.dumps(exc.result.to_dict()))
         raise fail(str(exc), 1) from exc
+    except KubeConfigError as exc:
+        raise fail(f"no cluster to deploy to: {exc}") from exc
     except ValueError as exc:
         raise fail(str(exc)) from exc
     stdout.print_json(json.dumps(result.to_dict()))

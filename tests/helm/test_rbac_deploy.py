@@ -1,6 +1,6 @@
 """templates/rbac-deploy.yaml: the deploy step's Role, bound to the pipeline-run ServiceAccount.
 
-Beyond the rules themselves, the real deploy step (components/deploy_model/rollout.py) is run
+Beyond the rules themselves, the real deploy step (reasoning_ner.k8s.rollout) is run
 against the stub KServe API server of tests/test_deploy.py for a Knative canary and a Standard
 rollout, and every API request it sends must be allowed by the rendered Role.
 """
@@ -56,14 +56,14 @@ def test_valid() -> None:
 
 @pytest.mark.parametrize("scenario", ["knative-canary", "standard-rollout"])
 def test_the_real_deploy_step_needs_nothing_more(scenario: str) -> None:
-    from components.deploy_model.rollout import deploy
+    from reasoning_ner.k8s.rollout import deploy
     from reasoning_ner.k8s.manifests import overlay_settings
     from tests.test_deploy import FakeKServe  # the deploy step's stub API server
 
     settings = overlay_settings("knative" if scenario == "knative-canary" else "base")
     with FakeKServe(settings) as fake:
         deploy("s3://reasoning-ner/models/v2", settings, NAMESPACE, canary_percent=10 if scenario == "knative-canary" else None,
-               api_client=fake.api_client(), poll_interval_s=0.0, sleep=lambda s: None, probe=False)
+               client=fake.client(), poll_interval_s=0.0, sleep=lambda s: None, probe=False)
     rules = role_and_binding()[0]["rules"]
     api = [a for r in fake.requests if (a := request_attributes(r["method"], r["path"]))]
     assert api, "the deploy step sent no API request"

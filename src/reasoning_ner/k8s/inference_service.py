@@ -3,7 +3,7 @@
 Everything here is plain dicts built from one typed settings object, :class:`ServingSettings`, whose
 fields map one to one onto the values of a Helm chart (:meth:`ServingSettings.to_helm_values` gives
 them in the chart's camelCase). The same builder feeds the pipeline's deploy step
-(`components/deploy_model/rollout.py`) and the committed kustomize tree (:mod:`reasoning_ner.k8s.manifests`).
+(:mod:`reasoning_ner.k8s.rollout`) and the committed kustomize tree (:mod:`reasoning_ner.k8s.manifests`).
 It imports neither the Kubernetes client nor kserve.
 
 Facts the builder relies on (checked against the KServe sources and the CRDs in ``shared/k8s/crds``):

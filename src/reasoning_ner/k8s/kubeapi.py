@@ -223,7 +223,7 @@ class KubeClient:
         verify: ssl.SSLContext | bool = access.ssl_context() if access.server.startswith("https://") else True
         self._http = httpx.Client(base_url=access.server.rstrip("/"), verify=verify, timeout=timeout_s,
                                   proxy=access.proxy, trust_env=True,
-                                  headers={"Accept": "application/json", "User-Agent": "rner-preflight"})
+                                  headers={"Accept": "application/json", "User-Agent": "reasoning-ner"})
 
     def close(self) -> None:
         self._http.close()
@@ -236,14 +236,23 @@ class KubeClient:
 
     def get(self, path: str, verb: str | None = None) -> dict[str, Any]:
         """GET ``path``; ``verb`` names the RBAC verb for messages (default: get, or list for collections)."""
+        return self.request("GET", path, verb=verb)
+
+    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+                params: Mapping[str, str] | None = None, verb: str | None = None) -> dict[str, Any]:
+        """``method`` ``path`` with an optional JSON ``body``; the JSON answer, or a :class:`KubeAPIError`."""
         verb = verb or "get"
         headers = {}
         token = self.access.bearer_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        content = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            content = json.dumps(body).encode()
         extensions = {"sni_hostname": self.access.tls_server_name} if self.access.tls_server_name else None
         try:
-            resp = self._http.get(path, headers=headers, extensions=extensions)
+            resp = self._http.request(method, path, headers=headers, content=content, params=params, extensions=extensions)
         except httpx.HTTPError as exc:
             raise KubeAPIError(0, path, f"cannot reach the API server {self.access.server}: {exc}", verb) from exc
         if resp.status_code // 100 == 2:
@@ -257,6 +266,13 @@ class KubeClient:
             message = resp.text
         cls = {401: Unauthorized, 403: Forbidden, 404: NotFound}.get(resp.status_code, KubeAPIError)
         raise cls(resp.status_code, path, str(message)[:500], verb)
+
+
+def default_access(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None) -> ClusterAccess:
+    """Where client-go looks: the pod's own ServiceAccount when running in a pod, else the kubeconfig."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and kubeconfig is None and context is None:
+        return load_in_cluster()
+    return load_kubeconfig(kubeconfig, context)
 
 
 # ------------------------------------------------------------------------------------ kubeconfig

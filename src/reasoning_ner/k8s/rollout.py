@@ -1,7 +1,8 @@
 """The pipeline's deploy step: roll the promoted model out to the InferenceService.
 
-``deploy`` talks to the API server with the Kubernetes client's ``CustomObjectsApi`` (group
-``serving.kserve.io``, version ``v1beta1``), always with JSON merge patches
+``deploy`` talks to the API server over the library's small Kubernetes client
+(:class:`reasoning_ner.k8s.kubeapi.KubeClient`: kubeconfig or the pod's ServiceAccount, no kubernetes
+package), on ``/apis/serving.kserve.io/v1beta1``, always with JSON merge patches
 (``application/merge-patch+json``; ``null`` removes a field) and field manager ``rner-deploy``:
 
 * the InferenceService must exist and belong to a Helm release (the chart installs it): the step
@@ -30,16 +31,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from reasoning_ner.k8s.inference_service import (
+from .inference_service import (
     DEPLOYMENT_MODE,
     MODEL_VERSION_ANNOTATION,
     ServingSettings,
     build_inference_service,
     validate_storage_uri,
 )
+from .kubeapi import KubeAPIError, KubeClient, NotFound, default_access
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 FIELD_MANAGER = "rner-deploy"
+MERGE_PATCH = "application/merge-patch+json"
 #: What Helm writes on every object of a release (and checks before adopting one).
 HELM_MANAGED_BY = ("app.kubernetes.io/managed-by", "Helm")
 HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name"
@@ -139,7 +142,7 @@ def validate_deploy_patch(patch: dict[str, Any], settings: ServingSettings, curr
                           crd_dir: str | Path | None = None) -> dict[str, Any]:
     """Apply ``patch`` to ``current`` (default: the builder's InferenceService) and validate the result
     against the InferenceService CRD; returns the patched object or raises ``ManifestValidationError``."""
-    from reasoning_ner.k8s.schema import validate_objects
+    from .schema import validate_objects
 
     base = current if current is not None else build_inference_service(settings)
     patched = apply_merge_patch({k: v for k, v in base.items() if k != "status"}, patch)
@@ -271,61 +274,41 @@ def _install_hint(name: str, ns: str) -> str:
             "(docs/deploy.md); its InferenceService is the one the pipeline updates")
 
 
-def _default_api_client() -> Any:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
-
-
 class _Cluster:
     """The few API calls the deploy step makes, each recorded in the result."""
 
-    def __init__(self, api_client: Any, namespace: str, name: str, result: DeployResult):
-        from kubernetes import client
-
-        self.custom = client.CustomObjectsApi(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.ns, self.name, self.result = namespace, name, result
+    def __init__(self, client: KubeClient, namespace: str, name: str, result: DeployResult):
+        self.client, self.ns, self.name, self.result = client, namespace, name, result
         self.path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
 
     def get(self) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, self.name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise DeployError(f"GET {self.path} failed: {exc.status} {exc.reason}", self.result) from exc
+            return self.client.get(self.path)
+        except NotFound:
+            return None
+        except KubeAPIError as exc:
+            raise DeployError(f"GET {self.path} failed: {exc.status} {exc}", self.result) from exc
 
     def patch(self, body: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        self.result.requests.append({"method": "PATCH", "path": self.path, "content_type": "application/merge-patch+json", "body": body})
+        self.result.requests.append({"method": "PATCH", "path": self.path, "content_type": MERGE_PATCH, "body": body})
         try:
-            return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, self.name, body,
-                                                              field_manager=FIELD_MANAGER)
-        except ApiException as exc:
-            raise DeployError(f"PATCH {self.path} failed: {exc.status} {exc.reason}: {exc.body}", self.result) from exc
+            return self.client.request("PATCH", self.path, body, content_type=MERGE_PATCH,
+                                       params={"fieldManager": FIELD_MANAGER}, verb="patch")
+        except KubeAPIError as exc:
+            raise DeployError(f"PATCH {self.path} failed: {exc.status} {exc}", self.result) from exc
 
     def deployment(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
+        path = f"/apis/apps/v1/namespaces/{self.ns}/deployments/{name}"
         try:
-            resp = self.apps.read_namespaced_deployment(name, self.ns, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise DeployError(f"reading Deployment {self.ns}/{name} failed: {exc.status} {exc.reason}", self.result) from exc
-        return json.loads(resp.data)
+            return self.client.get(path)
+        except NotFound:
+            return None
+        except KubeAPIError as exc:
+            raise DeployError(f"reading Deployment {self.ns}/{name} failed: {exc.status} {exc}", self.result) from exc
 
 
 def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | None = None,
-           canary_percent: int | None = None, api_client: Any = None, wait: bool = True, *,
+           canary_percent: int | None = None, client: KubeClient | None = None, wait: bool = True, *,
            timeout_s: float = 1800.0, poll_interval_s: float = 10.0, promote: bool = True,
            probe: bool = False, probe_url: str | None = None, probe_path: str = "/v2/health/ready",
            rollback_on_failure: bool = True, model_version: str | None = None, require_helm: bool = True,
@@ -334,7 +317,8 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
 
     ``canary_percent`` 1-99 = canary first in Knative mode; in Standard mode (no revisions to split
     traffic between) the rollout is direct and the result carries a warning; None/0/100 = direct.
-    The InferenceService must exist and, with ``require_helm``, belong to a Helm release. With
+    The InferenceService must exist and, with ``require_helm``, belong to a Helm release. ``client``
+    defaults to the pod's ServiceAccount, else the kubeconfig (:func:`kubeapi.default_access`). With
     ``wait=False`` the function returns after the first write. ``probe`` GETs ``probe_path`` on the
     canary's tagged URL (or ``probe_url``) before promotion, and on the predictor after a direct rollout.
     Raises :class:`DeployError` (carrying the :class:`DeployResult`) on refusal, failure or timeout.
@@ -345,7 +329,7 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
     if ns != settings.namespace:
         settings = settings.with_updates(namespace=ns)
     result = DeployResult(settings.name, ns, settings.mode, promoted_model_uri, canary_percent=canary)
-    cluster = _Cluster(api_client if api_client is not None else _default_api_client(), ns, settings.name, result)
+    cluster = _Cluster(client if client is not None else default_access().client(), ns, settings.name, result)
     deadline = clock() + timeout_s
 
     def wait_for(check: Callable[[dict[str, Any]], tuple[str, str]], what: str) -> dict[str, Any]:
