@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -48,8 +47,3 @@ def test_unknown_hub_dataset_is_explained() -> None:
     with pytest.raises(ValueError, match="no known Hub copy"):
         next(iter_hub_split("mit_movie", "train"))
 
-
-@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") == "1", reason="needs the Hugging Face Hub (HF_HUB_OFFLINE=1)")
-def test_load_from_hub() -> None:  # pragma: no cover - runs only where the hub is reachable
-    first = next(iter_hub_split("conll2003", "test"))
-    assert first.dataset == "conll2003" and first.source_format == "hub"

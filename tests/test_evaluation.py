@@ -96,8 +96,9 @@ def test_vllm_backend_against_a_stand_in_with_vllms_signatures(monkeypatch, engi
     assert calls["params"].max_tokens == 10
 
 
-def test_auto_backend_is_transformers_without_a_gpu(tiny_dir: Path) -> None:
-    assert isinstance(make_engine(str(tiny_dir), "auto", batch_size=2), TransformersEngine) or vllm_available()
+def test_auto_backend_is_vllm_only_where_vllm_and_a_gpu_are(tiny_dir: Path) -> None:
+    expected = VLLMEngine if vllm_available() else TransformersEngine
+    assert type(make_engine(str(tiny_dir), "auto", batch_size=2)) is expected
     with pytest.raises(ValueError, match="unknown inference backend"):
         make_engine(str(tiny_dir), "tgi")
 

@@ -95,8 +95,7 @@ def project_pins() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dockerfile_passes_hadolint(name: str) -> None:
-    if not HADOLINT.is_file():
-        pytest.skip(".venv-tools/bin/hadolint is missing: `make test` installs the tools venv (requirements/tools.txt)")
+    assert HADOLINT.is_file(), ".venv-tools/bin/hadolint is missing: `make test` installs the tools venv (requirements/tools.txt)"
     proc = subprocess.run([str(HADOLINT), "--no-color", "--failure-threshold", "style", "--format", "json",
                            str(IMAGES_DIR / name / "Dockerfile")], capture_output=True, text=True, timeout=60)
     findings = json.loads(proc.stdout or "[]")

@@ -1,7 +1,7 @@
 """Stage 2 learning checks on the tiny-cpu profile, as `make run` trains it: SFT lowers the
 training loss, and the trained model answers parseably for far more held-out CoNLL-2003 test
-sentences than the untrained one and finds some entities (the tiny-cpu gate of the issue:
-parse rate >= 0.8, paper-parity F1 > 0.03).
+sentences than the untrained one and finds entities, with floors set from the measured seeds
+(not from the looser tiny-cpu promotion gate).
 
 The session fixture ``sft_model`` (tests/conftest.py) trains seed 0 of bench/sft_learning.py's
 recipe; the bench measured seeds 0, 1 and 2 (docs/training.md, bench/results/sft_learning.json)
@@ -20,10 +20,12 @@ from tests.checks import assert_exported_model
 
 # Seeds 0 / 1 / 2 measured (docs/training.md "Measured on tiny-cpu"): loss drop 7.77 / 7.41 / 7.23,
 # parse 0.975 / 0.940 / 0.970 (untrained 0 in every seed), F1 0.088 / 0.085 / 0.125.
-MIN_LOSS_DROP = 5.0  # loss at the first logged step minus loss at the last (noisy per batch)
-MIN_PARSE_RATE = 0.8  # the tiny-cpu gate
-MIN_PARSE_GAIN = 0.5  # trained minus untrained parse rate
-MIN_F1 = 0.03  # the tiny-cpu gate
+# Each floor is the lowest of the three seeds minus a stated margin for run-to-run variation of the
+# CPU kernels; the test trains seed 0, whose measured values sit above the lowest seed's.
+MIN_LOSS_DROP = 6.0  # loss at the first logged step minus loss at the last: lowest seed 7.23, margin 1.2 (noisy per batch)
+MIN_PARSE_RATE = 0.9  # lowest seed 0.94, margin 0.04
+MIN_PARSE_GAIN = 0.85  # trained minus untrained parse rate: lowest seed 0.94 - 0, margin 0.09
+MIN_F1 = 0.06  # lowest seed 0.085, margin 0.025
 
 
 def test_recipe_is_the_profile_make_run_trains(sft_model: dict[str, Any]) -> None:

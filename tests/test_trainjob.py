@@ -218,8 +218,6 @@ def test_pipeline_runs_sft_as_a_trainjob_when_multi_node(tmp_path: Path) -> None
     compiler.Compiler().compile(build_pipeline(cluster=True), str(out))
     spec, platform = list(yaml.safe_load_all(out.read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
-    if "multi_node" not in params:
-        pytest.skip("pipelines/reasoning_ner_pipeline.py has no multi_node parameter yet")
     assert params["multi_node"]["defaultValue"] is False
     tasks = _all_dag_tasks(spec)
     submit, sft, grpo = tasks["submit-trainjob"], tasks["train-sft"], tasks["train-grpo"]

@@ -1,18 +1,15 @@
 """The metric names the dashboard and the alerts may use.
 
-The NER service's names are read from its source (``reasoning_ner.serving.backends``, where the
-prometheus_client metrics are declared) so a renamed metric breaks the test, not the dashboard;
-vLLM's and kube-state-metrics' names are the documented ones this chart assumes.
+The NER service's names are the ones its modules register with prometheus_client when imported
+(wherever in ``reasoning_ner.serving`` they are declared), so a renamed metric breaks the test, not
+the dashboard; vLLM's and kube-state-metrics' names are the documented ones this chart assumes.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
-from pathlib import Path
-
-from .chart_tools import REPO_ROOT
-
-BACKENDS = REPO_ROOT / "src" / "reasoning_ner" / "serving" / "backends.py"
 
 #: vLLM (served through KServe's Hugging Face runtime) and kube-state-metrics names assumed here.
 VLLM = {"vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:generation_tokens_total",
@@ -20,19 +17,18 @@ VLLM = {"vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:generati
 KUBE_STATE = {"kube_deployment_status_replicas_available"}
 
 
-def service_metrics() -> set[str] | None:
-    """Every series name the NER service exports (histograms with _bucket/_sum/_count), or None."""
-    if not BACKENDS.is_file():
-        return None
-    names: set[str] = set()
-    for kind, name in re.findall(r"\b(Counter|Gauge|Histogram)\(\s*\"(rner_[a-z_]+)\"", BACKENDS.read_text()):
-        if kind == "Counter":
-            names.add(name if name.endswith("_total") else name + "_total")
-        elif kind == "Histogram":
-            names.update({name + "_bucket", name + "_sum", name + "_count"})
-        else:
-            names.add(name)
-    return names
+def service_metrics() -> set[str]:
+    """Every series name the NER service exports (counters as ``_total``, histograms as
+    ``_bucket``/``_sum``/``_count``), from prometheus_client's registry after importing the service."""
+    import prometheus_client
+
+    import reasoning_ner.serving as serving
+
+    for module in pkgutil.iter_modules(serving.__path__):
+        importlib.import_module(f"{serving.__name__}.{module.name}")
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+    return {family.name + suffix for family in prometheus_client.REGISTRY.collect() if family.name.startswith("rner_")
+            for suffix in suffixes.get(family.type, ("",))}
 
 
 def used_metrics(expr: str) -> set[str]:

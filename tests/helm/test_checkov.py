@@ -34,8 +34,8 @@ def test_every_configured_skip_has_a_reason() -> None:
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory: pytest.TempPathFactory) -> dict:
     checkov = tool("checkov", "RNER_CHECKOV")
-    if checkov is None:
-        pytest.skip("checkov not found at .venv-tools/bin/checkov (the Makefile installs requirements/tools.txt there) nor in $RNER_CHECKOV")
+    assert checkov is not None, ("checkov not found at .venv-tools/bin/checkov (the Makefile installs "
+                                 "requirements/tools.txt there) nor in $RNER_CHECKOV")
     root = tmp_path_factory.mktemp("checkov")
     cases = {"defaults": None, **{p.stem: load_values(p) for p in EXAMPLES}, "everything": EVERYTHING}
     for case, values in cases.items():

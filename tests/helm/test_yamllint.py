@@ -16,8 +16,8 @@ CONFIG = REPO_ROOT / ".yamllint"
 @pytest.fixture(scope="module")
 def yamllint() -> str:
     found = tool("yamllint", "RNER_YAMLLINT")
-    if found is None:
-        pytest.skip("yamllint not found at .venv-tools/bin/yamllint (the Makefile installs requirements/tools.txt there) nor in $RNER_YAMLLINT")
+    assert found is not None, ("yamllint not found at .venv-tools/bin/yamllint (the Makefile installs "
+                               "requirements/tools.txt there) nor in $RNER_YAMLLINT")
     return found
 
 
