@@ -141,3 +141,24 @@ def test_parameter_defaults_come_from_the_profile(cluster_docs: list[dict]) -> N
         if "executorLabel" in comp:
             assert comp.get("inputDefinitions"), comp["executorLabel"]
     assert "CoT synthesis" in cluster_docs[0]["pipelineInfo"]["description"]
+
+
+def test_every_component_folder_documents_its_inputs_and_outputs() -> None:
+    """components/<name>/README.md (what it does, inputs, outputs) lists exactly the component's
+    inputs and outputs, so a renamed or new parameter cannot go undocumented."""
+    import importlib
+    import pkgutil
+    import re
+
+    import components
+
+    names = [m.name for m in pkgutil.iter_modules(components.__path__)]
+    assert len(names) >= 10
+    for name in names:
+        spec = getattr(importlib.import_module(f"components.{name}.component"), name).component_spec
+        readme = (Path(components.__path__[0]) / name / "README.md").read_text()
+        inputs, outputs = readme.split("## Inputs", 1)[1].split("## Outputs", 1)
+        listed = lambda section: re.findall(r"^\| `(\w+)` \|", section, flags=re.M)  # noqa: E731
+        assert listed(inputs) == list(spec.inputs or {}), name
+        assert listed(outputs) == list(spec.outputs or {}), name
+        assert all(row.count("|") == 4 and not row.endswith("|  |") for row in readme.splitlines() if row.startswith("| `")), name

@@ -34,7 +34,7 @@ def train_grpo(
         max_steps: Optimizer steps; 0 = by epochs.
         use_lora: LoRA instead of full fine-tuning.
         use_vllm: Generate rollouts with vLLM (GPU only).
-        workspace_dir: Folder for checkpoints (the workspace PVC); empty = a temporary folder.
+        workspace_dir: Folder for checkpoints (the cluster's scratch workspace, an emptyDir); empty = a temporary folder.
     """
     import base64
     import json

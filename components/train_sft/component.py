@@ -21,9 +21,10 @@ def train_sft(
 ):
     """Stage 2: CoT tuning with trl's SFTTrainer (loss on `<think>chain</think>answer` only).
 
-    Full fine-tuning (the paper) or LoRA merged at export. Checkpoints go to the workspace
-    (a PVC in the cluster), so a retried step resumes. The exported model (Hugging Face format,
-    tokenizer, generation config, model card with data lineage and licences) is the artifact.
+    Full fine-tuning (the paper) or LoRA merged at export. Checkpoints go to the workspace (an
+    emptyDir on the GPU node in the cluster), so the trainer resumes within the pod. The exported
+    model (Hugging Face format, tokenizer, generation config, model card with data lineage and
+    licences) is the artifact.
 
     Args:
         cot: Validated CoT records from synthesize_cot.
@@ -34,7 +35,7 @@ def train_sft(
         epochs: Training epochs; 0 = the profile's.
         learning_rate: Peak learning rate; 0 = the profile's.
         max_steps: Stop after this many optimizer steps; 0 = by epochs.
-        workspace_dir: Folder for checkpoints (the cluster's workspace PVC); empty = a temporary folder.
+        workspace_dir: Folder for checkpoints (the cluster's scratch workspace, an emptyDir); empty = a temporary folder.
     """
     import base64
     import json
