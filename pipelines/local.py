@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.reasoning_ner_pipeline import build_pipeline
+from pipelines.reasoning_ner_pipeline import local_pipeline, profile_arguments
 from reasoning_ner.promotion import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,10 +33,9 @@ def run_local(work: Path, profile: str = "tiny-cpu", repo: Path = REPO_ROOT, **p
     work = work.resolve()
     root = work / "pipeline-root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build_pipeline(cluster=False, defaults_profile=profile, repo_url=str(repo.resolve()))
-    params.setdefault("registry_uri", str(work / "registry"))
+    params = {**profile_arguments(profile), "repo_url": str(repo.resolve()), "registry_uri": str(work / "registry"), **params}
     started = time.perf_counter()
-    run = pipeline(**params)
+    run = local_pipeline(**params)
     seconds = round(time.perf_counter() - started, 1)
     run_dir = _latest(root, "*/")
     summary = {

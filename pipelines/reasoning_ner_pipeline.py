@@ -1,12 +1,13 @@
 """The ReasoningNER Kubeflow pipeline: fetch -> synthesize -> validate -> SFT -> GRPO -> evaluate -> promote -> deploy.
 
-One factory, :func:`build_pipeline`, makes both variants from the same components:
+Two pipeline functions whose parameters are the run form's fields, built from the same steps
+(:func:`_steps`) and components:
 
-* ``cluster=True`` (the compiled, committed ``reasoning_ner_pipeline.yaml``): GPU node pool for the
+* :func:`cluster_pipeline` (the compiled, committed ``reasoning_ner_pipeline.yaml``): GPU node pool for the
   training and evaluation steps (accelerator type/limit, CPU and memory, node selector and
   tolerations taken from run parameters as JSON), a scratch workspace for training checkpoints,
   Secrets attached as environment, and the deploy step behind the promotion decision;
-* ``cluster=False`` (``make run``, through ``kfp.local``): the same steps and component specs minus
+* :func:`local_pipeline` (``make run``, through ``kfp.local``): the same steps and component specs minus
   the cluster-only operations (the deploy step and Kubernetes settings), which the local runner
   cannot run.
 
@@ -20,24 +21,26 @@ StorageClass at all. Models leave the step as artifacts in object storage; the m
 shares its ReadWriteMany PVC (``shared_pvc``, created by the chart) instead.
 
 Models and datasets pass between steps as typed artifacts (object storage in the cluster) in both
-variants. Parameter defaults come from the shared configuration of the chosen profile.
+variants. Parameter defaults come from the shared configuration: qwen3-8b (the paper) for the cluster
+pipeline, tiny-cpu for the local one (:func:`profile_arguments` gives any profile's values).
 """
 
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp import compiler, dsl, kubernetes
 
+from components.check_registry.component import check_registry
+from components.deploy_model.component import deploy_model
 from components.evaluate_model.component import evaluate_model
 from components.fetch_data.component import fetch_data
 from components.promote_model.component import promote_model
 from components.synthesize_cot.component import synthesize_cot
-from components.train_grpo.component import train_grpo
 from components.submit_trainjob.component import submit_trainjob
+from components.train_grpo.component import train_grpo
 from components.train_sft.component import train_sft
 from components.validate_data.component import validate_data
 from reasoning_ner.config import load_config
@@ -85,93 +88,88 @@ def _gpu_pool(task: dsl.PipelineTask, accelerator_type: Any, gpus: Any, node_sel
     kubernetes.add_toleration_json(task, toleration_json=tolerations)
 
 
-@dataclass(frozen=True)
-class RunParameter:
-    """One field of the dashboard's run form: the pipeline signature and its help text come from these."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    cluster_only: bool = False
-
-
-def run_parameters(profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL, cluster: bool = True) -> list[RunParameter]:
-    """The run parameters of one variant, with defaults from ``profile``'s configuration."""
+def profile_arguments(profile: str) -> dict[str, Any]:
+    """The run parameters a profile's configuration decides, as the arguments of either pipeline."""
     cfg = load_config(profile=profile)
-    table = [
-        RunParameter("profile", str, cfg.profile, "Configuration profile every step loads (tiny-cpu, qwen3-1.7b, qwen3-8b); "
-                     "the parameters below override it."),
-        RunParameter("repo_url", str, repo_url, "Git repository holding dvc.yaml and the DVC-tracked data."),
-        RunParameter("revision", str, "", "Git revision (commit, tag, branch) of the data to fetch; empty = the default branch."),
-        RunParameter("data_path", str, "work/data", "DVC-tracked folder of prepared datasets inside the repository."),
-        RunParameter("dvc_remote", str, "s3" if cluster else "", "DVC remote to pull from: a remote name in the "
-                     "repository's .dvc/config (`s3` = s3://reasoning-ner/dvc, reached with the S3 Secret's "
-                     "AWS_ENDPOINT_URL and keys) or a URL; empty = the repository's default remote."),
-        RunParameter("teacher_url", str, cfg.cot.teacher_url or "", "OpenAI-compatible base URL of the CoT teacher "
-                     "(e.g. http://vllm.teacher:8000/v1); empty = the offline gold-grounded teacher."),
-        RunParameter("teacher_model", str, cfg.cot.teacher_model, "Model name the teacher endpoint serves."),
-        RunParameter("judge_url", str, cfg.cot.judge_url or "", "OpenAI-compatible base URL of the LLM judge; empty = "
-                     "structural checks only."),
-        RunParameter("judge_threshold", float, cfg.cot.judge_threshold, "Minimum judge score (0-10) to keep a chain."),
-        RunParameter("max_records_per_dataset", int, cfg.cot.max_records_per_dataset or 0,
-                     "Cap of training records per dataset for CoT synthesis; 0 = all."),
-        RunParameter("base_model", str, cfg.model.base_model, "Hugging Face model id or path to fine-tune "
-                     "('tiny' = the project's own tiny model)."),
-        RunParameter("use_lora", bool, cfg.sft.finetune == "lora", "Train LoRA adapters (merged at export) instead of "
-                     "full fine-tuning (the paper)."),
-        RunParameter("sft_epochs", float, cfg.sft.num_train_epochs, "SFT epochs (ignored when sft_max_steps > 0)."),
-        RunParameter("sft_learning_rate", float, cfg.sft.learning_rate, "SFT peak learning rate."),
-        RunParameter("sft_max_steps", int, max(cfg.sft.max_steps, 0), "SFT optimizer steps; 0 = train by epochs."),
-        RunParameter("grpo_group_size", int, cfg.grpo.num_generations, "GRPO completions sampled per prompt."),
-        RunParameter("grpo_learning_rate", float, cfg.grpo.learning_rate, "GRPO learning rate."),
-        RunParameter("grpo_max_steps", int, max(cfg.grpo.max_steps, 0), "GRPO optimizer steps; 0 = by epochs over the RL sample."),
-        RunParameter("use_vllm", bool, cfg.grpo.use_vllm, "Generate GRPO rollouts with vLLM (GPU only)."),
-        RunParameter("eval_suite", str, "all", "Evaluation suite: zero-shot (CrossNER, MIT), supervised, or all."),
-        RunParameter("eval_limit", int, cfg.eval.limit or 0, "Sentences per evaluation dataset (seeded sample); 0 = all."),
-        RunParameter("registry_uri", str, "s3://reasoning-ner/registry" if cluster else cfg.promotion.registry_uri,
-                     "Model registry root (fsspec URI) holding versions and the champion pointer."),
-        RunParameter("min_gate_value", float, cfg.promotion.min_gate_value, "Floor of the gate metric (micro-F1 on the "
-                     "profile's gate suite) a candidate must reach, besides beating the champion."),
-        RunParameter("accelerator_type", str, "nvidia.com/gpu", "Accelerator resource name requested by the GPU steps.", True),
-        RunParameter("gpus_per_step", int, 1, "Accelerators per GPU step (and per node of a multi-node TrainJob).", True),
-        RunParameter("gpu_node_selector", dict, DEFAULT_GPU_NODE_SELECTOR, "Node selector of the GPU node pool (JSON "
-                     "object), e.g. {\"cloud.google.com/gke-accelerator\": \"nvidia-h100-80gb\"}.", True),
-        RunParameter("gpu_tolerations", list, DEFAULT_GPU_TOLERATIONS, "Tolerations for the GPU node pool's taints "
-                     "(JSON list of Kubernetes tolerations).", True),
-        RunParameter("deploy_namespace", str, "reasoning-ner", "Namespace of the InferenceService to update.", True),
-        RunParameter("inference_service", str, "reasoning-ner", "Name of the InferenceService serving the champion.", True),
-        RunParameter("canary_percent", int, 10, "Knative mode: traffic share of the new model before promotion to "
-                     "100 %; 0 = switch at once. Standard mode (the chart's default) always rolls out directly.", True),
-        RunParameter("multi_node", bool, False, "Run SFT as a Kubeflow Trainer TrainJob on several GPU nodes.", True),
-        RunParameter("train_nodes", int, 2, "Nodes of the multi-node TrainJob.", True),
-        RunParameter("sft_launcher", str, "accelerate", "Launcher inside the TrainJob: accelerate (DeepSpeed ZeRO-3) "
-                     "or torchrun.", True),
-        RunParameter("shared_pvc", str, "reasoning-ner-shared", "ReadWriteMany PVC shared by the TrainJob's nodes "
-                     "and this run.", True),
-        RunParameter("trainjob_runtime", str, "torch-distributed", "Kubeflow Trainer (Cluster)TrainingRuntime name.", True),
-        RunParameter("trainjob_timeout_hours", float, 72.0, "Give up on the TrainJob after this many hours.", True),
-    ]
-    return [p for p in table if cluster or not p.cluster_only]
+    return {
+        "profile": cfg.profile,
+        "teacher_url": cfg.cot.teacher_url or "",
+        "teacher_model": cfg.cot.teacher_model,
+        "judge_url": cfg.cot.judge_url or "",
+        "judge_threshold": cfg.cot.judge_threshold,
+        "max_records_per_dataset": cfg.cot.max_records_per_dataset or 0,
+        "base_model": cfg.model.base_model,
+        "use_lora": cfg.sft.finetune == "lora",
+        "sft_epochs": cfg.sft.num_train_epochs,
+        "sft_learning_rate": cfg.sft.learning_rate,
+        "sft_max_steps": max(cfg.sft.max_steps, 0),
+        "grpo_group_size": cfg.grpo.num_generations,
+        "grpo_learning_rate": cfg.grpo.learning_rate,
+        "grpo_max_steps": max(cfg.grpo.max_steps, 0),
+        "use_vllm": cfg.grpo.use_vllm,
+        "eval_limit": cfg.eval.limit or 0,
+        "min_gate_value": cfg.promotion.min_gate_value,
+    }
 
 
-def _pipeline_function(name: str, summary: str, params: list[RunParameter], body: Callable[..., str]) -> Callable[..., str]:
-    """A function with ``params`` as its typed signature and documented Args, calling ``body(**values)``.
+#: The compiled (cluster) pipeline's defaults: the paper's model and hyperparameters.
+PAPER = profile_arguments("qwen3-8b")
+#: The local variant's defaults (`make run`; run_local passes another profile's values explicitly).
+TINY = profile_arguments("tiny-cpu")
 
-    kfp reads the signature (the run form's fields and defaults) and the docstring's Args (their
-    help text), then calls the function positionally with one channel per parameter.
-    """
-    names = [p.name for p in params]
+#: Help text of every run parameter: the docstring's Args, which the dashboard's run form shows.
+HELP = {
+    "profile": "Configuration profile every step loads (tiny-cpu, tiny-ci, qwen3-1.7b, qwen3-8b); the parameters "
+               "below override it.",
+    "repo_url": "Git repository holding dvc.yaml and the DVC-tracked data.",
+    "revision": "Git revision (commit, tag, branch) of the data to fetch; empty = the default branch.",
+    "data_path": "DVC-tracked folder of prepared datasets inside the repository.",
+    "dvc_remote": "DVC remote to pull from: a remote name in the repository's .dvc/config (`s3` = s3://reasoning-ner/dvc, "
+                  "reached with the S3 Secret's AWS_ENDPOINT_URL and keys) or a URL; empty = the repository's default remote.",
+    "teacher_url": "OpenAI-compatible base URL of the CoT teacher (e.g. http://vllm.teacher:8000/v1); empty = the "
+                   "offline gold-grounded teacher.",
+    "teacher_model": "Model name the teacher endpoint serves.",
+    "judge_url": "OpenAI-compatible base URL of the LLM judge; empty = structural checks only.",
+    "judge_threshold": "Minimum judge score (0-10) to keep a chain.",
+    "max_records_per_dataset": "Cap of training records per dataset for CoT synthesis; 0 = all.",
+    "base_model": "Hugging Face model id or path to fine-tune ('tiny' = the project's own tiny model).",
+    "use_lora": "Train LoRA adapters (merged at export) instead of full fine-tuning (the paper).",
+    "sft_epochs": "SFT epochs (ignored when sft_max_steps > 0).",
+    "sft_learning_rate": "SFT peak learning rate.",
+    "sft_max_steps": "SFT optimizer steps; 0 = train by epochs.",
+    "grpo_group_size": "GRPO completions sampled per prompt.",
+    "grpo_learning_rate": "GRPO learning rate.",
+    "grpo_max_steps": "GRPO optimizer steps; 0 = by epochs over the RL sample.",
+    "use_vllm": "Generate GRPO rollouts with vLLM (GPU only).",
+    "eval_suite": "Evaluation suite: zero-shot (CrossNER, MIT), supervised, or all.",
+    "eval_limit": "Sentences per evaluation dataset (seeded sample); 0 = all.",
+    "registry_uri": "Model registry root (fsspec URI) holding versions and the champion pointer.",
+    "min_gate_value": "Floor of the gate metric (micro-F1 on the profile's gate suite) a candidate must reach, besides "
+                      "beating the champion.",
+    "accelerator_type": "Accelerator resource name requested by the GPU steps.",
+    "gpus_per_step": "Accelerators per GPU step (and per node of a multi-node TrainJob).",
+    "gpu_node_selector": "Node selector of the GPU node pool (JSON object), e.g. "
+                         "{\"cloud.google.com/gke-accelerator\": \"nvidia-h100-80gb\"}.",
+    "gpu_tolerations": "Tolerations for the GPU node pool's taints (JSON list of Kubernetes tolerations).",
+    "deploy_namespace": "Namespace of the InferenceService to update.",
+    "inference_service": "Name of the InferenceService serving the champion.",
+    "canary_percent": "Knative mode: traffic share of the new model before promotion to 100 %; 0 = switch at once. "
+                      "Standard mode (the chart's default) always rolls out directly.",
+    "multi_node": "Run SFT as a Kubeflow Trainer TrainJob on several GPU nodes.",
+    "train_nodes": "Nodes of the multi-node TrainJob.",
+    "sft_launcher": "Launcher inside the TrainJob: accelerate (DeepSpeed ZeRO-3) or torchrun.",
+    "shared_pvc": "ReadWriteMany PVC shared by the TrainJob's nodes and this run.",
+    "trainjob_runtime": "Kubeflow Trainer (Cluster)TrainingRuntime name.",
+    "trainjob_timeout_hours": "Give up on the TrainJob after this many hours.",
+}
 
-    def pipeline_function(*args: Any) -> str:
-        return body(**dict(zip(names, args, strict=True)))
 
-    pipeline_function.__name__ = pipeline_function.__qualname__ = name
-    pipeline_function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default, annotation=p.type)
-         for p in params], return_annotation=str)
-    pipeline_function.__doc__ = summary + "\n\nArgs:\n" + "\n".join(f"    {p.name}: {p.help}" for p in params)
-    return pipeline_function
+def _documented(summary: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
+    """Give a pipeline function the docstring kfp reads: ``summary`` and every parameter's help as Args."""
+    def wrap(fn: Callable[..., str]) -> Callable[..., str]:
+        fn.__doc__ = summary + "\n\nArgs:\n" + "\n".join(f"    {name}: {HELP[name]}" for name in inspect.signature(fn).parameters)
+        return fn
+    return wrap
 
 
 def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | None = None) -> dict[str, dsl.PipelineTask]:
@@ -210,14 +208,51 @@ def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | Non
             "evaluate": evaluate, "promote": promote, **extra}
 
 
-def _local_body(**p: Any) -> str:
-    return _steps(p, workspace_dir="")["promote"].outputs["decision"]
+DESCRIPTION = ("ReasoningNER (arXiv 2511.11978): CoT synthesis, CoT tuning (SFT), reasoning enhancement (GRPO), "
+               "evaluation, promotion gate and KServe deployment. Settings default to the profile's configuration.")
 
 
-def _cluster_body(**p: Any) -> str:
-    from components.check_registry.component import check_registry
-    from components.deploy_model.component import deploy_model
-
+@dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
+@_documented(DESCRIPTION)
+def cluster_pipeline(
+    profile: str = PAPER["profile"],
+    repo_url: str = DEFAULT_REPO_URL,
+    revision: str = "",
+    data_path: str = "work/data",
+    dvc_remote: str = "s3",
+    teacher_url: str = PAPER["teacher_url"],
+    teacher_model: str = PAPER["teacher_model"],
+    judge_url: str = PAPER["judge_url"],
+    judge_threshold: float = PAPER["judge_threshold"],
+    max_records_per_dataset: int = PAPER["max_records_per_dataset"],
+    base_model: str = PAPER["base_model"],
+    use_lora: bool = PAPER["use_lora"],
+    sft_epochs: float = PAPER["sft_epochs"],
+    sft_learning_rate: float = PAPER["sft_learning_rate"],
+    sft_max_steps: int = PAPER["sft_max_steps"],
+    grpo_group_size: int = PAPER["grpo_group_size"],
+    grpo_learning_rate: float = PAPER["grpo_learning_rate"],
+    grpo_max_steps: int = PAPER["grpo_max_steps"],
+    use_vllm: bool = PAPER["use_vllm"],
+    eval_suite: str = "all",
+    eval_limit: int = PAPER["eval_limit"],
+    registry_uri: str = "s3://reasoning-ner/registry",
+    min_gate_value: float = PAPER["min_gate_value"],
+    accelerator_type: str = "nvidia.com/gpu",
+    gpus_per_step: int = 1,
+    gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
+    gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
+    deploy_namespace: str = "reasoning-ner",
+    inference_service: str = "reasoning-ner",
+    canary_percent: int = 10,
+    multi_node: bool = False,
+    train_nodes: int = 2,
+    sft_launcher: str = "accelerate",
+    shared_pvc: str = "reasoning-ner-shared",
+    trainjob_runtime: str = "torch-distributed",
+    trainjob_timeout_hours: float = 72.0,
+) -> str:
+    p = dict(locals())
     accelerator, gpus, selector, tolerations = (p["accelerator_type"], p["gpus_per_step"], p["gpu_node_selector"],
                                                 p["gpu_tolerations"])
     tasks = _steps(p, WORKSPACE_MOUNT, trainjob=dict(
@@ -252,16 +287,39 @@ def _cluster_body(**p: Any) -> str:
     return tasks["promote"].outputs["decision"]
 
 
-def build_pipeline(cluster: bool = True, defaults_profile: str = "qwen3-8b", repo_url: str = DEFAULT_REPO_URL):
-    """Return the pipeline function; ``cluster`` switches the cluster-only operations on."""
-    params = run_parameters(defaults_profile, repo_url, cluster)
-    if not cluster:
-        fn = _pipeline_function("local_pipeline", "ReasoningNER end to end, local variant (kfp.local).", params, _local_body)
-        return dsl.pipeline(name=f"{PIPELINE_NAME}-local", description=fn.__doc__.split("\n")[0])(fn)
-    description = ("ReasoningNER (arXiv 2511.11978): CoT synthesis, CoT tuning (SFT), reasoning enhancement (GRPO), "
-                   "evaluation, promotion gate and KServe deployment. Settings default to the profile's configuration.")
-    fn = _pipeline_function("cluster_pipeline", description, params, _cluster_body)
-    return dsl.pipeline(name=PIPELINE_NAME, description=description)(fn)
+@dsl.pipeline(name=f"{PIPELINE_NAME}-local", description="ReasoningNER end to end, local variant (kfp.local).")
+@_documented("ReasoningNER end to end, local variant (kfp.local).")
+def local_pipeline(
+    profile: str = TINY["profile"],
+    repo_url: str = str(Path(__file__).resolve().parents[1]),
+    revision: str = "",
+    data_path: str = "work/data",
+    dvc_remote: str = "",
+    teacher_url: str = TINY["teacher_url"],
+    teacher_model: str = TINY["teacher_model"],
+    judge_url: str = TINY["judge_url"],
+    judge_threshold: float = TINY["judge_threshold"],
+    max_records_per_dataset: int = TINY["max_records_per_dataset"],
+    base_model: str = TINY["base_model"],
+    use_lora: bool = TINY["use_lora"],
+    sft_epochs: float = TINY["sft_epochs"],
+    sft_learning_rate: float = TINY["sft_learning_rate"],
+    sft_max_steps: int = TINY["sft_max_steps"],
+    grpo_group_size: int = TINY["grpo_group_size"],
+    grpo_learning_rate: float = TINY["grpo_learning_rate"],
+    grpo_max_steps: int = TINY["grpo_max_steps"],
+    use_vllm: bool = TINY["use_vllm"],
+    eval_suite: str = "all",
+    eval_limit: int = TINY["eval_limit"],
+    registry_uri: str = "work/registry",
+    min_gate_value: float = TINY["min_gate_value"],
+) -> str:
+    return _steps(locals(), workspace_dir="")["promote"].outputs["decision"]
+
+
+def build_pipeline(cluster: bool = True):
+    """The cluster pipeline (compiled and committed) or the local one (kfp.local)."""
+    return cluster_pipeline if cluster else local_pipeline
 
 
 def compile_pipeline(path: Path = COMPILED) -> Path:

@@ -88,7 +88,7 @@ def test_no_secret_is_a_parameter(cluster_docs: list[dict]) -> None:
 
 
 def test_both_variants_use_the_same_component_specs(tmp_path: Path, cluster_docs: list[dict]) -> None:
-    local_spec = _compile(tmp_path, cluster=False, defaults_profile="tiny-cpu", repo_url=".")[0]
+    local_spec = _compile(tmp_path, cluster=False)[0]
     cluster_spec = cluster_docs[0]
     local_exec = local_spec["deploymentSpec"]["executors"]
     cluster_exec = cluster_spec["deploymentSpec"]["executors"]
@@ -126,6 +126,21 @@ def test_training_waits_for_the_registry_check(cluster_docs: list[dict]) -> None
     for step in ("train-sft", "submit-trainjob"):
         (group,) = [t for t in root.values() if contains(t["componentRef"]["name"], step)]
         assert "check-registry" in group["dependentTasks"], step
+
+
+def test_both_pipelines_are_plain_functions_with_the_same_shared_parameters() -> None:
+    """The run form's fields are the functions' own signatures; the local variant has the cluster's
+    parameters minus the Kubernetes-only ones, and its defaults come from tiny-cpu."""
+    import inspect
+
+    from pipelines.reasoning_ner_pipeline import HELP, cluster_pipeline, local_pipeline, profile_arguments
+
+    cluster = inspect.signature(cluster_pipeline.pipeline_func).parameters
+    local = inspect.signature(local_pipeline.pipeline_func).parameters
+    assert list(local) == [name for name in cluster if name in local] and set(cluster) == set(HELP)
+    assert set(cluster) - set(local) >= {"accelerator_type", "gpu_node_selector", "deploy_namespace", "multi_node"}
+    tiny = profile_arguments("tiny-cpu")
+    assert {name: local[name].default for name in tiny} == tiny
 
 
 def test_parameter_defaults_come_from_the_profile(cluster_docs: list[dict]) -> None:
