@@ -184,6 +184,8 @@ class SFTSection(_Section):
     save_steps: int = 500
     save_total_limit: int = 2
     max_train_records: int | None = Field(None, ge=1)
+    eval_max_new_tokens: int | None = Field(
+        None, ge=1, description="Tokens generated per held-out sentence by --eval; None = min(2 x max_length, 2048).")
     output_dir: str = "work/models/sft"
 
 
@@ -212,8 +214,25 @@ class GRPOSection(_Section):
     gradient_accumulation_steps: int = 16
     bf16: bool = True
     gradient_checkpointing: bool = True
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
+    save_total_limit: int = Field(1, ge=1)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     use_vllm: bool = False
     vllm_mode: Literal["server", "colocate"] = "server"
+    vllm_server_base_url: str | None = Field(None, description="server mode: the `trl vllm-serve` URL; None = host and port below.")
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = Field(8000, ge=1, le=65535)
+    vllm_server_timeout: float = Field(240.0, gt=0, description="server mode: seconds to wait for the vLLM server.")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="colocate mode: vLLM's share of the GPU.")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="colocate mode.")
+    vllm_enable_sleep_mode: bool = Field(False, description="colocate mode: free vLLM's memory during optimizer steps.")
     generation_cache: Literal["dynamic", "static"] = Field(
         "dynamic", description="KV cache of transformers generate (without vLLM); static is sized once to "
         "max_prompt_length + max_completion_length, so a compiled decode step never recompiles."

@@ -68,7 +68,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "GRPOError",
-    "GRPO_EXTRA_DEFAULTS",
     "apply_generation_settings",
     "build_grpo_config",
     "build_peft_config",
@@ -79,27 +78,6 @@ __all__ = [
     "resolve_model_dir",
     "train_grpo",
 ]
-
-#: Settings read from ``cfg.grpo`` when the field exists, else these defaults. They are proposed
-#: as GRPOSection fields; the code works with or without them.
-GRPO_EXTRA_DEFAULTS: dict[str, Any] = {
-    "scale_rewards": "group",
-    "mask_truncated_completions": False,
-    "weight_decay": 0.0,
-    "max_grad_norm": 1.0,
-    "save_total_limit": 1,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.05,
-    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "vllm_server_base_url": None,
-    "vllm_server_host": "127.0.0.1",
-    "vllm_server_port": 8000,
-    "vllm_server_timeout": 240.0,
-    "vllm_gpu_memory_utilization": 0.3,
-    "vllm_tensor_parallel_size": 1,
-    "vllm_enable_sleep_mode": False,
-}
 
 #: Curves drawn after training: (file name, title, log keys).
 PLOTS: list[tuple[str, str, list[str]]] = [
@@ -128,10 +106,6 @@ PLOTS: list[tuple[str, str, list[str]]] = [
 
 class GRPOError(ValueError):
     """GRPO cannot run as configured; the message says what to change."""
-
-
-def _opt(cfg: Config, name: str) -> Any:
-    return getattr(cfg.grpo, name, GRPO_EXTRA_DEFAULTS[name])
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -192,8 +166,8 @@ def grpo_config_kwargs(
         "learning_rate": g.learning_rate,
         "lr_scheduler_type": g.lr_scheduler_type,
         "warmup_steps": g.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        "weight_decay": _opt(cfg, "weight_decay"),
-        "max_grad_norm": _opt(cfg, "max_grad_norm"),
+        "weight_decay": cfg.grpo.weight_decay,
+        "max_grad_norm": cfg.grpo.max_grad_norm,
         "num_train_epochs": g.num_train_epochs,
         "max_steps": g.max_steps if max_steps is None else max_steps,
         "per_device_train_batch_size": g.per_device_train_batch_size,
@@ -207,8 +181,8 @@ def grpo_config_kwargs(
         "num_iterations": g.num_iterations,
         "temperature": g.temperature,
         "max_completion_length": g.max_completion_length,
-        "scale_rewards": _opt(cfg, "scale_rewards"),
-        "mask_truncated_completions": _opt(cfg, "mask_truncated_completions"),
+        "scale_rewards": cfg.grpo.scale_rewards,
+        "mask_truncated_completions": cfg.grpo.mask_truncated_completions,
         "reward_weights": [float(w) for w in reward_weights],
         "remove_unused_columns": False,  # the rewards read gold and schema
         "disable_dropout": True,  # policy and reference log-probs must agree on identical inputs
@@ -226,7 +200,7 @@ def grpo_config_kwargs(
         "logging_first_step": True,
         "save_strategy": "steps",
         "save_steps": g.save_steps,
-        "save_total_limit": _opt(cfg, "save_total_limit"),
+        "save_total_limit": cfg.grpo.save_total_limit,
         "save_only_model": False,
         "report_to": "none",  # JSON always; TensorBoard through an explicit callback when installed
         "disable_tqdm": True,
@@ -239,17 +213,17 @@ def grpo_config_kwargs(
         kwargs["generation_kwargs"] = {"max_cache_len": g.max_prompt_length + g.max_completion_length}
     if g.use_vllm:
         if g.vllm_mode == "server":
-            base_url = _opt(cfg, "vllm_server_base_url")
+            base_url = cfg.grpo.vllm_server_base_url
             if base_url:
                 kwargs["vllm_server_base_url"] = base_url
             else:
-                kwargs["vllm_server_host"] = _opt(cfg, "vllm_server_host")
-                kwargs["vllm_server_port"] = int(_opt(cfg, "vllm_server_port"))
-            kwargs["vllm_server_timeout"] = float(_opt(cfg, "vllm_server_timeout"))
+                kwargs["vllm_server_host"] = cfg.grpo.vllm_server_host
+                kwargs["vllm_server_port"] = int(cfg.grpo.vllm_server_port)
+            kwargs["vllm_server_timeout"] = float(cfg.grpo.vllm_server_timeout)
         else:  # colocate
-            kwargs["vllm_gpu_memory_utilization"] = float(_opt(cfg, "vllm_gpu_memory_utilization"))
-            kwargs["vllm_tensor_parallel_size"] = int(_opt(cfg, "vllm_tensor_parallel_size"))
-            kwargs["vllm_enable_sleep_mode"] = bool(_opt(cfg, "vllm_enable_sleep_mode"))
+            kwargs["vllm_gpu_memory_utilization"] = float(cfg.grpo.vllm_gpu_memory_utilization)
+            kwargs["vllm_tensor_parallel_size"] = int(cfg.grpo.vllm_tensor_parallel_size)
+            kwargs["vllm_enable_sleep_mode"] = bool(cfg.grpo.vllm_enable_sleep_mode)
     return kwargs
 
 
@@ -289,10 +263,10 @@ def build_peft_config(cfg: Config) -> Any | None:
     from peft import LoraConfig
 
     return LoraConfig(
-        r=int(_opt(cfg, "lora_r")),
-        lora_alpha=int(_opt(cfg, "lora_alpha")),
-        lora_dropout=float(_opt(cfg, "lora_dropout")),
-        target_modules=list(_opt(cfg, "lora_target_modules")),
+        r=int(cfg.grpo.lora_r),
+        lora_alpha=int(cfg.grpo.lora_alpha),
+        lora_dropout=float(cfg.grpo.lora_dropout),
+        target_modules=list(cfg.grpo.lora_target_modules),
         task_type="CAUSAL_LM",
     )
 

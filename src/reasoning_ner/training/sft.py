@@ -216,7 +216,7 @@ def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettin
     notes: list[str] = []
     if device != "cuda":
         gpu_only = ("bf16", "gradient_checkpointing", "padding_free", "use_liger_kernel", "torch_compile", "bf16_weights")
-        wanted = [k for k in gpu_only if getattr(sft, k, False)]
+        wanted = [k for k in gpu_only if getattr(sft, k)]
         if wanted or sft.attn_implementation:
             notes.append(f"no CUDA device: {', '.join(wanted + ['attn_implementation'] * bool(sft.attn_implementation))} off")
         return RuntimeSettings(device, False, False, False, False, None, notes)
@@ -239,7 +239,7 @@ def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettin
             "sft.use_liger_kernel is on but the liger-kernel package is not installed (pip install liger-kernel; the "
             "train-gpu image has it). Install it or set sft.use_liger_kernel=false."
         )
-    if sft.use_liger_kernel and getattr(sft, "torch_compile", False):
+    if sft.use_liger_kernel and sft.torch_compile:
         raise ConfigError(
             "sft.use_liger_kernel and sft.torch_compile do not combine: Dynamo cannot trace Liger's RMSNorm inside a "
             "compiled decoder layer (measured on an H200 with torch 2.11 and liger-kernel 0.8.5, docs/training.md). "
@@ -248,13 +248,13 @@ def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettin
     bf16 = sft.bf16 and _cuda_bf16()
     if sft.bf16 and not bf16:
         notes.append("bf16 not supported by this GPU: fp32")
-    bf16_weights = bool(getattr(sft, "bf16_weights", False))
+    bf16_weights = sft.bf16_weights
     if bf16_weights and not (bf16 and sft.finetune == "full" and not _deepspeed_launch()):
         # LoRA and DeepSpeed already load model.dtype (DeepSpeed keeps its own fp32 master copy).
         notes.append("bf16_weights applies to full fine-tuning in bf16 without DeepSpeed: off")
         bf16_weights = False
     return RuntimeSettings(device, bf16, sft.gradient_checkpointing, padding_free, sft.use_liger_kernel, attn, notes,
-                           torch_compile=bool(getattr(sft, "torch_compile", False)), bf16_weights=bf16_weights)
+                           torch_compile=sft.torch_compile, bf16_weights=bf16_weights)
 
 
 def build_sft_args(
@@ -269,11 +269,11 @@ def build_sft_args(
     ``extra``: further ``SFTConfig`` fields (e.g. ``{"adam_beta2": 0.95}``), applied last.
     """
     s = cfg.sft
-    optional = {k: getattr(s, k) for k in ("adam_beta1", "adam_beta2", "max_grad_norm") if getattr(s, k, None) is not None}
+    optional = {k: getattr(s, k) for k in ("adam_beta1", "adam_beta2", "max_grad_norm") if getattr(s, k) is not None}
     # Length-grouped batches (transformers' LengthGroupedSampler): on the tiny-cpu data, random
     # batches of 32 pad to 1.87x the real tokens, grouped ones to 1.02x. Auto (None): on whenever
     # padding-free batching is off. `sft.group_by_length` (when the config has it) overrides.
-    group_by_length = getattr(s, "group_by_length", None)
+    group_by_length = s.group_by_length
     if group_by_length is None:
         group_by_length = not runtime.padding_free
     group_by_length = bool(group_by_length) and not runtime.padding_free
@@ -941,7 +941,7 @@ def train_sft(
 
         final = merge_lora(trainer.model)
         if evals and trainer.accelerator.num_processes == 1:
-            max_new = int(getattr(cfg.sft, "eval_max_new_tokens", 0) or min(2 * cfg.sft.max_length, 2048))
+            max_new = cfg.sft.eval_max_new_tokens or min(2 * cfg.sft.max_length, 2048)
             scores, _ = generate_and_score(
                 final, tokenizer, evals, cfg.prompt, max_new_tokens=max_new, batch_size=cfg.sft.per_device_train_batch_size
             )
@@ -987,7 +987,7 @@ def train_sft(
             final, tokenizer, model_dir, base_model=name, stage="SFT",
             datasets=sorted({r.dataset for r in records if r.dataset}), lineage=full_lineage,
             hyperparameters=hyper, metrics=metrics, state_dict=state_dict,
-            max_new_tokens=int(getattr(cfg.sft, "eval_max_new_tokens", 0) or 0) or None,
+            max_new_tokens=cfg.sft.eval_max_new_tokens,
         )
         summary = {
             "steps": trainer.state.global_step,
