@@ -46,7 +46,7 @@ from components.validate_data.component import validate_data
 from reasoning_ner.config import load_config
 from reasoning_ner.images import image
 # Shared with `rner preflight`, which checks a cluster against exactly these defaults.
-from reasoning_ner.k8s.preflight import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, PIPELINE_S3_KEYS
+from reasoning_ner.k8s.preflight_target import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, PIPELINE_S3_KEYS
 
 PIPELINE_NAME = "reasoning-ner"
 COMPILED = Path(__file__).with_name("reasoning_ner_pipeline.yaml")
