@@ -1,0 +1,43 @@
+"""The layering docs/architecture.md draws, checked on the code's own imports: the library never
+imports kfp, the kubernetes package, components/ or pipelines/ (the CLI reaches pipelines/ lazily,
+for the `rner pipeline` commands only)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+LIBRARY = Path(__file__).resolve().parents[1] / "src" / "reasoning_ner"
+FORBIDDEN = ("kfp", "kubernetes", "components", "pipelines")
+#: (file, module) pairs allowed anyway: the `rner pipeline` commands import the pipeline lazily.
+ALLOWED = {("cli.py", "pipelines")}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_library_imports_no_face_and_no_cluster_client() -> None:
+    files = sorted(LIBRARY.rglob("*.py"))
+    assert len(files) > 40
+    offenders = []
+    for path in files:
+        rel = path.relative_to(LIBRARY).as_posix()
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            if top in FORBIDDEN and (rel, top) not in ALLOWED:
+                offenders.append(f"{rel} imports {module}")
+    assert offenders == []
+
+
+def test_the_check_sees_an_offending_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from kubernetes import client\n    import kfp.dsl\n")
+    assert {m.split(".")[0] for m in imported_modules(bad)} == {"kubernetes", "kfp"}
