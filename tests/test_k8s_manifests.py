@@ -63,7 +63,7 @@ def test_every_rendered_object_is_valid(overlay: str) -> None:
     objs = build_objects(overlay_settings(overlay))
     validate_objects(objs, crd_dir=CRD_DIR, k8s_version=K8S_VERSION)
     kinds = sorted(o["kind"] for o in objs)
-    expected = ["InferenceService", "NetworkPolicy", "ServiceAccount"]
+    expected = ["InferenceService", "NetworkPolicy", "NetworkPolicy", "ServiceAccount"]
     if overlay == "standard-external-keda":
         expected = sorted(expected + ["ScaledObject", "ScaledObject"])
     assert kinds == expected
@@ -177,7 +177,7 @@ def test_transformer_is_our_service_pointed_at_the_predictor() -> None:
     # KServe appends these three unless present; giving them keeps the manifest the whole truth.
     for flag in ("--model_name=", "--predictor_host=", "--http_port="):
         assert any(a.startswith(flag) for a in c["args"])
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}  # RNER_SERVE_MODEL_VERSION: valueFrom
     assert env["RNER_SERVE_REMOTE_URL"] == "http://reasoning-ner-predictor/openai/v1"
     assert env["RNER_SERVE_HOST"] == "0.0.0.0" and env["RNER_SERVE_BACKEND"] == "remote"
     no_tr = build_inference_service(ServingSettings(transformer={"enabled": False}))
@@ -258,16 +258,44 @@ def test_storage_access_through_the_service_account() -> None:
     assert pvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://rner-models/grpo/v3"
 
 
-def test_network_policy_admits_only_gateways_own_pods_and_prometheus() -> None:
-    np = by_kind(build_objects(ServingSettings()), "NetworkPolicy")[0]
-    assert np["spec"]["podSelector"] == {"matchLabels": {"serving.kserve.io/inferenceservice": "reasoning-ner"}}
-    assert np["spec"]["policyTypes"] == ["Ingress"]
-    sources = [[next(iter(f.values()))["matchLabels"] for f in rule["from"]] for rule in np["spec"]["ingress"]]
-    assert sources == [
-        [{"kubernetes.io/metadata.name": n} for n in ("istio-system", "knative-serving", "kserve")],
-        [{"serving.kserve.io/inferenceservice": "reasoning-ner"}],
-        [{"kubernetes.io/metadata.name": "monitoring"}],
+def test_network_policies_keep_the_predictor_behind_the_transformer() -> None:
+    """The gateways reach the transformer only; the predictor's serving port only the transformer's pods;
+    Prometheus's pods both (what the rules allow is evaluated in tests/helm/test_networkpolicy.py)."""
+    front, predictor = by_kind(build_objects(ServingSettings()), "NetworkPolicy")
+    isvc = {"serving.kserve.io/inferenceservice": "reasoning-ner"}
+    assert front["metadata"]["name"] == "reasoning-ner-ingress"
+    assert front["spec"]["podSelector"] == {"matchLabels": {**isvc, "component": "transformer"}}
+    assert predictor["spec"]["podSelector"] == {"matchLabels": {**isvc, "component": "predictor"}}
+    for np in (front, predictor):
+        assert np["spec"]["policyTypes"] == ["Ingress"]
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    assert [r["from"] for r in front["spec"]["ingress"]] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}} for n in ("istio-system", "knative-serving", "kserve")],
+        [prometheus],
     ]
+    assert [r["from"] for r in predictor["spec"]["ingress"]] == [
+        [{"podSelector": {"matchLabels": {**isvc, "component": "transformer"}}}], [prometheus]]
+    knative = by_kind(build_objects(overlay_settings("knative")), "NetworkPolicy")[1]
+    data_path = knative["spec"]["ingress"][1]
+    assert [p["port"] for p in data_path["ports"]] == [8012, 8013, 9090]  # queue-proxy only, never 8080
+    alone = by_kind(build_objects(ServingSettings(transformer={"enabled": False})), "NetworkPolicy")
+    assert [np["spec"]["podSelector"]["matchLabels"]["component"] for np in alone] == ["predictor"]
+
+
+def test_api_keys_from_an_existing_secret() -> None:
+    s = ServingSettings(transformer={"auth": {"existing_secret": "ner-api-keys"}})
+    tr = build_inference_service(s)["spec"]["transformer"]
+    env = {e["name"]: e.get("value") for e in tr["containers"][0]["env"]}
+    assert env["RNER_SERVE_API_KEYS_FILE"] == "/var/run/secrets/reasoning-ner/api-keys/api-keys"
+    assert {"name": "api-keys", "secret": {"secretName": "ner-api-keys", "items": [{"key": "api-keys", "path": "api-keys"}]}} \
+        in tr["volumes"]
+    assert s.to_helm_values()["transformer"]["auth"] == {"existingSecret": "ner-api-keys", "secretKey": "api-keys"}
+    validate_objects(build_objects(s), crd_dir=CRD_DIR, k8s_version=K8S_VERSION)
+    with pytest.raises(ValidationError, match="transformer.auth needs transformer.enabled"):
+        ServingSettings(transformer={"enabled": False, "auth": {"existing_secret": "ner-api-keys"}})
+    with pytest.raises(ValidationError, match="existing_secret"):
+        ServingSettings(transformer={"auth": {"existing_secret": "Not A Name"}})
 
 
 # ------------------------------------------------------------------------------------ refusals
@@ -357,3 +385,24 @@ def test_kustomize_renders_exactly_the_builder_output(overlay: str) -> None:
     check_single_autoscaler(docs)
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
     assert sorted(docs, key=key) == sorted(build_objects(overlay_settings(overlay)), key=key)
+
+
+def test_transformer_readiness_probing_and_model_version_env() -> None:
+    """The transformer's readiness follows the predictor (serving/health.py) except when the predictor
+    scales to zero; its V2 model_version comes from the InferenceService annotation (Standard mode)."""
+    def env_of(s: ServingSettings) -> dict[str, Any]:
+        (c,) = build_inference_service(s)["spec"]["transformer"]["containers"]
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+    (c,) = isvc_of("base")["spec"]["transformer"]["containers"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready" and c["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    base = env_of(overlay_settings("base"))
+    assert "RNER_SERVE_PROBE_UPSTREAM" not in base  # default: probe the predictor
+    assert base["RNER_SERVE_MODEL_VERSION"] == {"fieldRef": {"fieldPath": "metadata.annotations['reasoning-ner.io/model-version']"}}
+    pinned = env_of(ServingSettings(transformer={"env": {"RNER_SERVE_MODEL_VERSION": "v9"}}))
+    assert pinned["RNER_SERVE_MODEL_VERSION"] == "v9"
+    knative = overlay_settings("knative")
+    assert "RNER_SERVE_PROBE_UPSTREAM" not in env_of(knative) and "RNER_SERVE_MODEL_VERSION" not in env_of(knative)
+    zero = env_of(knative.with_updates(scaling={"min_replicas": 0}))
+    assert zero["RNER_SERVE_PROBE_UPSTREAM"] == "false"
+    validate_objects([build_inference_service(knative.with_updates(scaling={"min_replicas": 0}))], crd_dir=CRD_DIR)

@@ -248,7 +248,22 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def localize(container: dict[str, Any], port: int, predictor: str) -> dict[str, Any]:
+def pod_env(container: dict[str, Any], annotations: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet gives it: plain values, and the Downward API's annotation
+    references resolved against the pod's annotations (KServe copies the InferenceService's to the pod;
+    a missing one is the empty string)."""
+    env = {}
+    for e in container["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            path = e["valueFrom"]["fieldRef"]["fieldPath"]
+            assert path.startswith("metadata.annotations['"), e  # the only reference the builder writes
+            env[e["name"]] = annotations.get(path[len("metadata.annotations['"):-2], "")
+    return env
+
+
+def localize(container: dict[str, Any], port: int, predictor: str, annotations: dict[str, str]) -> dict[str, Any]:
     """The container's command, args and env (a dict) as run here: loopback, ``port``, ``predictor``."""
     args = []
     for arg in container["args"]:
@@ -257,8 +272,7 @@ def localize(container: dict[str, Any], port: int, predictor: str) -> dict[str, 
         elif arg.startswith("--predictor_host="):
             arg = f"--predictor_host={predictor}"
         args.append(arg)
-    assert all(set(e) == {"name", "value"} for e in container["env"]), container["env"]  # plain values only
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = pod_env(container, annotations)
     env.update(RNER_SERVE_HOST="127.0.0.1", RNER_SERVE_PORT=str(port), RNER_SERVE_REMOTE_URL=f"http://{predictor}/openai/v1")
     return {"command": list(container["command"]), "args": args, "env": env}
 
@@ -332,7 +346,7 @@ def served(rendered: Rendered, downloaded: Path, tmp_path_factory: pytest.TempPa
                       stand_in_env, work, work / "predictor.log", request)
 
     container = isvc["spec"]["transformer"]["containers"][0]
-    run = localize(container, port, predictor)
+    run = localize(container, port, predictor, isvc["metadata"].get("annotations") or {})
     executable = shutil.which(run["command"][0], path=PATH)
     assert executable == str(VENV_BIN / "rner")
     transformer = _start([executable, *run["command"][1:], *run["args"]], {**run["env"], "PATH": PATH}, work,
@@ -353,9 +367,10 @@ def test_the_transformer_runs_the_rendered_container_changed_only_to_run_here(se
     changed_args = {a: b for a, b in zip(rendered["args"], run["args"]) if a != b}
     assert {a.split("=", 1)[0] + "=": b for a, b in changed_args.items()} == {
         "--http_port=": f"--http_port={port}", "--predictor_host=": f"--predictor_host={predictor}"}
-    env = {e["name"]: e["value"] for e in rendered["env"]}
+    env = pod_env(rendered, {})
+    refs = {e["name"] for e in rendered["env"] if "valueFrom" in e}  # resolved from the pod's annotations (localize)
     assert run["env"].keys() == env.keys()
-    assert {k: (env[k], v) for k, v in run["env"].items() if env[k] != v} == {
+    assert {k: (env[k], v) for k, v in run["env"].items() if env[k] != v and k not in refs} == {
         "RNER_SERVE_HOST": ("0.0.0.0", "127.0.0.1"),
         "RNER_SERVE_PORT": (env["RNER_SERVE_PORT"], port),
         "RNER_SERVE_REMOTE_URL": (env["RNER_SERVE_REMOTE_URL"], f"http://{predictor}/openai/v1"),

@@ -323,6 +323,14 @@ class ServeSection(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     torch_threads: int | None = Field(None, ge=1)
     access_log: bool = True
+    model_version: str | None = Field(None, description="None = the registry version / model-card digest of the folder")
+    probe_upstream: bool = Field(True, description="Remote readiness follows the upstream; false when it scales to zero")
+    probe_interval_s: float = Field(2.0, gt=0)
+    probe_failures: int = Field(3, ge=1)
+    probe_successes: int = Field(2, ge=1)
+    body_timeout_s: float = Field(30.0, gt=0)
+    max_json_depth: int = Field(64, ge=2)
+    api_keys_file: str | None = Field(None, description="API keys, one per line (a mounted Secret); None = no authentication")
 
 
 class Config(_Section):

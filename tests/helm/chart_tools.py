@@ -138,7 +138,7 @@ def serving_values(values: dict[str, Any] | None = None, name: str = RELEASE, na
                 out[key] = None
             elif isinstance(value, dict) and value and isinstance(out[key], dict):
                 # maps with fixed keys (sections) recurse; free maps (labels, env, nodeSelector) do not
-                if key not in {"labels", "env", "nodeSelector"}:
+                if key not in {"labels", "env", "nodeSelector", "prometheusPodLabels"}:
                     out[key] = fill(value, out[key])
         return out
 

@@ -91,6 +91,9 @@ def serving_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         net[name]["items"].update({"minimum": 1, "maximum": 65535})
     for name in ("gatewayNamespaces", "prometheusNamespaces"):
         net[name]["items"]["pattern"] = DNS_LABEL
+    for branch in net["prometheusPodLabels"]["anyOf"]:
+        if branch.get("type") == "object":
+            branch["propertyNames"] = {"pattern": r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"}
     return serving, defs
 
 

@@ -45,7 +45,8 @@ from .chart_tools import (
 
 #: Everything switched on at once (multi-user Kubeflow, multi-node, runtime pin, monitoring, external KEDA).
 EVERYTHING: dict[str, Any] = {
-    "serving": {"autoscaler": "external", "scaling": {"maxReplicas": 3}},
+    "serving": {"autoscaler": "external", "scaling": {"maxReplicas": 3},
+                "transformer": {"auth": {"existingSecret": "reasoning-ner-api-keys"}}},
     "servingRuntime": {"enabled": True},
     "kfp": {"multiUser": True, "namespace": "kubeflow-user-example-com"},
     "multiNode": {"enabled": True, "sharedPvc": {"storageClassName": "efs-sc"}},
@@ -161,7 +162,8 @@ SECRETISH = re.compile(r"(password|passwd|secret[-_]?key|access[-_]?key|token|ap
 
 def test_no_secret_values_in_values_yaml() -> None:
     """Keys that sound like secrets hold only names of Secrets, key names, or numbers/booleans."""
-    allowed = {"s3AccessKeyIdKey", "s3SecretAccessKeyKey", "tokenAudience", "tokenExpirationSeconds", "s3SecretName"}
+    allowed = {"s3AccessKeyIdKey", "s3SecretAccessKeyKey", "tokenAudience", "tokenExpirationSeconds", "s3SecretName",
+               "secretKey"}  # transformer.auth.secretKey: the name of a key in the API-key Secret
 
     def walk(node: Any, path: str) -> list[str]:
         found = []
@@ -225,6 +227,9 @@ SCHEMA_REJECTIONS: list[tuple[dict[str, Any], str]] = [
     ({"unknownSection": {}}, "additional properties 'unknownSection' not allowed"),
     ({"serving": {"storage": {"irsaRoleArn": "my-role"}}}, "/serving/storage/irsaRoleArn"),
     ({"serving": {"imagePullSecrets": ["Bad Name"]}}, "/serving/imagePullSecrets"),
+    ({"serving": {"transformer": {"auth": {"existingSecret": "API Keys"}}}}, "/serving/transformer/auth/existingSecret"),
+    ({"serving": {"transformer": {"auth": {"secretKey": "keys/v2"}}}}, "/serving/transformer/auth/secretKey"),
+    ({"serving": {"networkPolicy": {"prometheusPodLabels": {"bad key!": "x"}}}}, "/serving/networkPolicy/prometheusPodLabels"),
     ({"kfp": {"namespace": "Kubeflow"}}, "/kfp/namespace"),
     ({"multiNode": {"sharedPvc": {"size": "lots"}}}, "/multiNode/sharedPvc/size"),
     ({"images": {"trainGpu": {"digest": "sha256:xyz"}}}, "/images/trainGpu/digest"),
@@ -275,7 +280,8 @@ def test_every_rendered_object_is_valid(case: str) -> None:
 def test_defaults_render_a_complete_release() -> None:
     kinds = sorted(o["kind"] for o in render())
     assert kinds == sorted(["InferenceService", "ServiceAccount", "ServiceAccount", "ServiceAccount", "ServiceAccount",
-                            "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "ConfigMap", "ConfigMap",
+                            "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
+                            "ConfigMap", "ConfigMap",
                             "Role", "RoleBinding", "Role", "RoleBinding", "Job", "Pod",
                             # the helm test's preflight: its values ConfigMap, a read-only Role per namespace
                             "ConfigMap", "Role", "RoleBinding", "Role", "RoleBinding"])

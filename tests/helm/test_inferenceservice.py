@@ -63,6 +63,10 @@ VARIATIONS: dict[str, dict[str, Any]] = {
                                              "livenessProbe": {"initialDelaySeconds": 5}},
                                "storage": {"storageUri": "pvc://models/tiny", "serviceAccountName": "sa-x"}},
     "transformer-image-pinned": {"transformer": {"image": "registry.example/ner@sha256:" + "a" * 64}},
+    "model-version-pinned": {"transformer": {"env": {"RNER_SERVE_MODEL_VERSION": "v9"}}},
+    "api-keys": {"transformer": {"auth": {"existingSecret": "ner-api-keys", "secretKey": "keys.txt"},
+                                 "env": {"ZZ_EXTRA": "1"}}},
+    "api-keys-knative": {"mode": "knative", "autoscaler": None, "transformer": {"auth": {"existingSecret": "ner-api-keys"}}},
 }
 
 
@@ -151,6 +155,28 @@ def test_defaults_are_a_cpu_smoke_install() -> None:
         chart().metadata["appVersion"]
 
 
+def test_api_keys_come_from_the_mounted_secret() -> None:
+    """transformer.auth: the Secret mounted read-only as a directory (no subPath, so rotation reaches the pod)
+    and RNER_SERVE_API_KEYS_FILE naming the key's file; never a key in the env; off by default."""
+    for values in ({"serving": VARIATIONS["api-keys"]}, {"serving": VARIATIONS["api-keys-knative"]}):
+        isvc = rendered_isvc(values)
+        tr = isvc["spec"]["transformer"]
+        (c,) = tr["containers"]
+        key = values["serving"]["transformer"]["auth"].get("secretKey", "api-keys")
+        env = {e["name"]: e["value"] for e in c["env"] if "value" in e}  # + a valueFrom (model version)
+        assert env["RNER_SERVE_API_KEYS_FILE"] == f"/var/run/secrets/reasoning-ner/api-keys/{key}"
+        assert not [n for n in env if n.startswith("RNER_SERVE_API_KEYS") and n != "RNER_SERVE_API_KEYS_FILE"]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "api-keys")
+        assert mount == {"name": "api-keys", "mountPath": "/var/run/secrets/reasoning-ner/api-keys", "readOnly": True}
+        volume = next(v for v in tr["volumes"] if v["name"] == "api-keys")
+        assert volume == {"name": "api-keys", "secret": {"secretName": "ner-api-keys", "items": [{"key": key, "path": key}]}}
+        assert "api-keys" not in {v["name"] for v in isvc["spec"]["predictor"]["volumes"]}  # the predictor never sees them
+        assert validate([isvc]) == []
+    plain = rendered_isvc()["spec"]["transformer"]
+    assert "RNER_SERVE_API_KEYS_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]
+
+
 def test_security_and_resources_on_every_container() -> None:
     for values in (None, {"serving": {"mode": "knative"}}):
         spec = rendered_isvc(values)["spec"]
@@ -200,6 +226,7 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"storage": {"s3SecretName": None}}, "storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn"),
     ({"predictor": {"resources": {"cpuRequest": "3"}}}, "cpu_request 3 exceeds cpu_limit 2"),
     ({"transformer": {"resources": {"memoryRequest": "2Gi"}}}, "memory_request 2Gi exceeds memory_limit 1Gi"),
+    ({"transformer": {"enabled": False, "auth": {"existingSecret": "ner-api-keys"}}}, "transformer.auth needs transformer.enabled"),
 ]
 
 
@@ -307,3 +334,16 @@ def test_offline_render_uses_the_values() -> None:
     """`helm template` (and this SDK's offline render) has no cluster: lookup is empty."""
     isvc = rendered_isvc({"serving": {"storage": {"storageUri": "s3://bucket/pinned"}}})
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://bucket/pinned"
+
+
+def test_the_transformer_probes_the_truthful_endpoint_and_knows_the_model_version() -> None:
+    """Readiness on /v2/health/ready (which follows the predictor, serving/health.py), no upstream probing when
+    the predictor scales to zero, and the version from the annotation KServe copies to the pod."""
+    (c,) = rendered_isvc()["spec"]["transformer"]["containers"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert {"name": "RNER_SERVE_MODEL_VERSION",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['reasoning-ner.io/model-version']"}}} in c["env"]
+    assert not any(e["name"] == "RNER_SERVE_PROBE_UPSTREAM" for e in c["env"])
+    (z,) = rendered_isvc({"serving": VARIATIONS["knative-scale-to-zero-canary"]})["spec"]["transformer"]["containers"]
+    assert {"name": "RNER_SERVE_PROBE_UPSTREAM", "value": "false"} in z["env"]
+    assert not any(e["name"] == "RNER_SERVE_MODEL_VERSION" for e in z["env"])  # Knative refuses fieldRef by default

@@ -36,6 +36,16 @@ def test_curl_and_openai_client() -> None:
     assert "port-forward svc/reasoning-ner-transformer" in text
 
 
+def test_with_api_keys_the_calls_send_the_key() -> None:
+    text = notes({"serving": {"transformer": {"auth": {"existingSecret": "ner-api-keys", "secretKey": "keys"}}}})
+    assert "API_KEY=$(kubectl -n reasoning-ner get secret ner-api-keys -o go-template='{{index .data \"keys\" | base64decode}}'" in text
+    assert text.count('-H "Authorization: Bearer $API_KEY"') == 2  # in-cluster and port-forward curls
+    assert 'api_key=os.environ["API_KEY"]' in text and 'api_key="unused"' not in text
+    assert "Bearer" not in notes() and 'api_key="unused"' in notes()
+    knative = notes({"serving": {"mode": "knative", "transformer": {"auth": {"existingSecret": "ner-api-keys"}}}})
+    assert '-H "Authorization: Bearer $API_KEY" "$URL/v1/models/reasoning-ner:predict"' in knative
+
+
 def test_knative_uses_the_status_url() -> None:
     assert "jsonpath='{.status.url}'" in notes({"serving": {"mode": "knative"}})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .chart_tools import one, render, template_objects, validate
+from .netpol import Pod, ingress_allowed
 
 TEMPLATE = "templates/podmonitor.yaml"
 ON = {"monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}}}
@@ -21,10 +22,12 @@ def test_selects_the_inference_service_pods_on_the_metrics_port() -> None:
     (ep,) = pm["spec"]["podMetricsEndpoints"]
     assert (ep["targetPort"], ep["path"]) == (8080, "/metrics")
     assert pm["spec"]["podTargetLabels"] == ["component"]
-    # the NetworkPolicy admits the Prometheus namespace on that port
-    netpol = one(objs, "NetworkPolicy", "reasoning-ner-ingress")
-    prom_rule = netpol["spec"]["ingress"][2]
-    assert 8080 in [p["port"] for p in prom_rule["ports"]]
+    # the NetworkPolicies admit Prometheus's pods to both components on that port
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    prometheus = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    for component in ("transformer", "predictor"):
+        target = Pod("reasoning-ner", {"serving.kserve.io/inferenceservice": "reasoning-ner", "component": component})
+        assert ingress_allowed(policies, prometheus, target, ep["targetPort"]), component
 
 
 def test_structurally_valid() -> None:

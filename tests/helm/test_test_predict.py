@@ -59,6 +59,19 @@ def test_without_transformer_checks_the_predictor() -> None:
     assert env["PREDICT_URL"] == "http://reasoning-ner-predictor.reasoning-ner.svc.cluster.local/v2/health/ready"
 
 
+def test_sends_the_api_key_from_the_same_secret() -> None:
+    """With serving.transformer.auth the Pod mounts the API-key Secret read-only and names its file."""
+    obj = pod({"serving": {"transformer": {"auth": {"existingSecret": "ner-api-keys", "secretKey": "keys"}}}})
+    assert env_of(obj)["API_KEY_FILE"] == "/var/run/secrets/reasoning-ner/api-keys/keys"
+    (c,) = obj["spec"]["containers"]
+    assert {"name": "api-keys", "mountPath": "/var/run/secrets/reasoning-ner/api-keys", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "api-keys", "secret": {"secretName": "ner-api-keys", "items": [{"key": "keys", "path": "keys"}]}} \
+        in obj["spec"]["volumes"]
+    assert validate([obj]) == []
+    assert "API_KEY_FILE" not in env_of(pod())
+    assert "api-keys" not in {v["name"] for v in pod()["spec"]["volumes"]}
+
+
 def test_switch_and_valid() -> None:
     assert template_objects(TEMPLATE, {"tests": {"enabled": False}}) == []
     assert validate([pod()]) == []
@@ -284,3 +297,24 @@ def test_the_pods_preflight_passes_with_its_role_and_skips_the_cluster_wide_rows
     # every request the Pod sent to the API server was a read, with its own token
     assert {r["method"] for r in api.requests} == {"GET"}
     assert {r["auth"] for r in api.requests} == {"Bearer helm-test-token"}
+
+
+def test_sends_the_first_key_as_a_bearer_token(stub_server, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# rotation: new key first\n\nnew-key-0123456789abcdef\nold-key-0123456789abcdef\n")
+    ok = ner_endpoint([{"text": "Hawaii", "label": "location", "start": 25, "end": 31}])
+
+    def locked(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        if headers.get("authorization") != "Bearer new-key-0123456789abcdef":
+            return 401, {"error": {"message": "authorization: the API key is not valid"}}
+        return ok(method, path, headers, body)
+
+    server = stub_server(locked)
+    url = server.url + "/v1/models/reasoning-ner:predict"
+    proc = run_script(url, API_KEY_FILE=str(keys))
+    assert proc.returncode == 0 and "PASS" in proc.stdout and "new-key" not in proc.stdout + proc.stderr
+    refused = run_script(url)  # no key: 401 fails at once, saying why
+    assert refused.returncode == 1 and "HTTP 401 (the endpoint wants an API key" in refused.stdout
+    keys.write_text("# nothing\n")
+    empty = run_script(url, API_KEY_FILE=str(keys))
+    assert empty.returncode == 1 and "FAIL: no API key to send" in empty.stdout

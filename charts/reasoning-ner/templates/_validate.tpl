@@ -54,6 +54,9 @@ the chart's own consistency checks. All problems are reported at once.
 {{- if hasKey ($t.env | default dict) "PYTHONPATH" -}}
 {{- $problems = append $problems "transformer.env sets ['PYTHONPATH'], which KServe's admission webhook refuses" -}}
 {{- end -}}
+{{- if and (index ($t.auth | default dict) "existingSecret") (not $t.enabled) -}}
+{{- $problems = append $problems "transformer.auth needs transformer.enabled: the API keys are checked by the NER service; the predictor (KServe's runtime) has no authentication of its own" -}}
+{{- end -}}
 {{- if and $knative $t.enabled (lt ($s.knative.timeoutSeconds | int) ($t.requestTimeoutS | int)) -}}
 {{- $problems = append $problems (printf "knative.timeout_seconds %d is shorter than transformer.request_timeout_s %d: Knative would cut requests the service still waits for" ($s.knative.timeoutSeconds | int) ($t.requestTimeoutS | int)) -}}
 {{- end -}}

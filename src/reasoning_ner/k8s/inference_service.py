@@ -58,6 +58,14 @@ S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"  # KServe's AwsIrsaAnnotationKey
 SERVING_PORT = 8080
 CONTAINER_NAME = "kserve-container"
+#: KServe labels every pod with ``component: predictor|transformer`` (constants.KServiceComponentLabel).
+COMPONENT_LABEL = "component"
+#: Knative's queue-proxy: 8012 http, 8013 h2c, 9090 autoscaler metrics (the data path to a Knative predictor).
+QUEUE_PROXY_PORTS = [8012, 8013, 9090]
+#: Where the transformer mounts the API-key Secret (read-only; RNER_SERVE_API_KEYS_FILE points at the key's file).
+API_KEYS_DIR = "/var/run/secrets/reasoning-ner/api-keys"
+API_KEYS_VOLUME = "api-keys"
+SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")  # a Secret's data key
 
 #: The Knative revision name ``<name>-transformer-00001`` must be a DNS label (63 characters).
 MAX_NAME_LENGTH = 45
@@ -170,6 +178,17 @@ class PredictorSettings(_Values):
         return v
 
 
+class TransformerAuthSettings(_Values):
+    """API-key authentication of the NER service (serving/auth.py): off unless ``existing_secret`` is set."""
+
+    existing_secret: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253,
+                                        description="Secret (created beforehand, never by the chart) whose key secret_key "
+                                        "holds the API keys, one per line; mounted read-only into the transformer. "
+                                        "None = no authentication.")
+    secret_key: str = Field("api-keys", pattern=SECRET_KEY_RE.pattern, max_length=253,
+                            description="The key of existing_secret holding the API keys (several lines = several valid keys).")
+
+
 class TransformerSettings(_Values):
     """Our NER service (``rner serve --backend remote``): prompt, parsing and grounding in front of the LLM."""
 
@@ -187,11 +206,14 @@ class TransformerSettings(_Values):
     cpu_target_utilization: int = Field(70, ge=1, le=100, description="keda/external: CPU utilization target (%).")
     startup_probe: ProbeSettings = Field(default_factory=lambda: ProbeSettings(
         path="/v2/health/live", period_seconds=5, timeout_seconds=3, failure_threshold=24))
+    # /v2/health/ready already debounces the upstream (3 failed probes 2 s apart, serving/health.py): two
+    # failed kubelet probes 5 s apart then take the pod out of rotation, within about 20 s of the predictor dying.
     readiness_probe: ProbeSettings = Field(default_factory=lambda: ProbeSettings(
-        path="/v2/health/ready", period_seconds=10, timeout_seconds=3, failure_threshold=3))
+        path="/v2/health/ready", period_seconds=5, timeout_seconds=3, failure_threshold=2))
     liveness_probe: ProbeSettings = Field(default_factory=lambda: ProbeSettings(
         path="/v2/health/live", period_seconds=20, timeout_seconds=5, failure_threshold=3))
     run_as_user: int = Field(1000, ge=1)
+    auth: TransformerAuthSettings = Field(default_factory=TransformerAuthSettings)
 
 
 class ScalingSettings(_Values):
@@ -269,6 +291,10 @@ class NetworkPolicySettings(_Values):
                                      description="8080 serving, 8012/8013 queue-proxy http/h2c, 9090 queue-proxy autoscaler metrics.")
     prometheus_ports: list[int] = Field(default_factory=lambda: [8080, 9088, 9091],
                                         description="8080 /metrics (vLLM), 9088 KServe metric aggregation, 9091 queue-proxy user metrics.")
+    prometheus_pod_labels: dict[str, str] | None = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        description="Labels of the Prometheus pods in prometheus_namespaces (prometheus-operator's); /metrics shares port 8080 "
+        "with the predict routes, so only these pods are admitted there. None or {} = every pod of those namespaces.")
 
 
 class ServingSettings(_Values):
@@ -380,6 +406,9 @@ def settings_problems(s: ServingSettings) -> list[str]:
         blocked = sorted(BLOCKED_ENV & set(env))
         if blocked:
             out.append(f"{where} sets {blocked}, which KServe's admission webhook refuses")
+    if s.transformer.auth.existing_secret and not s.transformer.enabled:
+        out.append("transformer.auth needs transformer.enabled: the API keys are checked by the NER service; "
+                   "the predictor (KServe's runtime) has no authentication of its own")
     if knative and s.transformer.enabled and s.knative.timeout_seconds < s.transformer.request_timeout_s:
         out.append(f"knative.timeout_seconds {s.knative.timeout_seconds} is shorter than transformer.request_timeout_s "
                    f"{s.transformer.request_timeout_s}: Knative would cut requests the service still waits for")
@@ -518,7 +547,7 @@ def transformer_args(s: ServingSettings) -> list[str]:
             *s.transformer.extra_args]
 
 
-def transformer_env(s: ServingSettings) -> list[dict[str, str]]:
+def transformer_env(s: ServingSettings) -> list[dict[str, Any]]:
     defaults = {
         "HOME": "/tmp",
         "RNER_SERVE_BACKEND": "remote",
@@ -529,7 +558,25 @@ def transformer_env(s: ServingSettings) -> list[dict[str, str]]:
         "RNER_SERVE_REMOTE_MODEL": s.name,  # the runtime serves the model under the InferenceService name
         "RNER_SERVE_REQUEST_TIMEOUT_S": str(s.transformer.request_timeout_s),
     }
-    return _env(defaults, s.transformer.env)
+    if s.transformer.auth.existing_secret:  # the file of the mounted Secret, never the keys themselves
+        defaults["RNER_SERVE_API_KEYS_FILE"] = api_keys_file(s)
+    if s.mode == "knative" and s.scaling.min_replicas == 0:
+        # A predictor that scales to zero: probing it every few seconds would keep it awake, so readiness is
+        # the transformer's own (serving/health.py); Knative's activator holds requests during a cold start.
+        defaults["RNER_SERVE_PROBE_UPSTREAM"] = "false"
+    env: list[dict[str, Any]] = _env(defaults, s.transformer.env)
+    if s.mode == "standard" and "RNER_SERVE_MODEL_VERSION" not in s.transformer.env:
+        # The served version (V2 model_version) from the InferenceService's annotation, which KServe copies to the
+        # pod template (so a new version also rolls the transformer). Knative refuses fieldRef unless the
+        # cluster enables kubernetes.podspec-fieldref; there, set transformer.env.RNER_SERVE_MODEL_VERSION.
+        env.append({"name": "RNER_SERVE_MODEL_VERSION",
+                    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{MODEL_VERSION_ANNOTATION}']"}}})
+    return env
+
+
+def api_keys_file(s: ServingSettings) -> str:
+    """The transformer's path of the API-key file (the Secret mounted whole, so the kubelet updates it)."""
+    return f"{API_KEYS_DIR}/{s.transformer.auth.secret_key}"
 
 
 def _pod_extras(s: ServingSettings, grace: int | None) -> dict[str, Any]:
@@ -626,6 +673,12 @@ def build_transformer(s: ServingSettings) -> dict[str, Any]:
     tr.update(_pod_extras(s, 30))
     tr["containers"] = [container]
     tr["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    auth = t.auth
+    if auth.existing_secret:
+        # Mounted as a directory (no subPath), so a Secret update reaches the running pod (rotation).
+        container["volumeMounts"].append({"name": API_KEYS_VOLUME, "mountPath": API_KEYS_DIR, "readOnly": True})
+        tr["volumes"].append({"name": API_KEYS_VOLUME, "secret": {
+            "secretName": auth.existing_secret, "items": [{"key": auth.secret_key, "path": auth.secret_key}]}})
     return tr
 
 
@@ -717,26 +770,49 @@ def build_s3_secret_placeholder(s: ServingSettings) -> dict[str, Any]:
     return build_s3_secret(s)
 
 
-def build_network_policy(s: ServingSettings) -> dict[str, Any]:
-    """Ingress to the InferenceService's pods only from the gateways, Knative's data path, the service's own
-    pods (transformer -> predictor) and Prometheus. Egress is left open (the storage initializer needs S3)."""
-    n = s.network_policy
+def build_network_policies(s: ServingSettings) -> list[dict[str, Any]]:
+    """Ingress rules per component (KServe's ``component`` pod label); egress stays open (S3).
 
-    def ns_selectors(names: list[str]) -> list[dict[str, Any]]:
-        return [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in names]
+    * ``<name>-ingress``, the front door (the transformer; the predictor when there is none): the
+      gateways (ingress gateway, Knative activator, Gateway API) on ``gateway_ports``, and Prometheus.
+    * ``<name>-predictor-ingress`` (with a transformer): the transformer's pods on the serving port,
+      Prometheus, and in Knative mode Knative's data path (local gateway, activator) on the
+      queue-proxy ports only, never the serving port. So the API key the transformer checks cannot be
+      bypassed by calling the predictor directly: in Standard mode no other pod reaches it; in Knative
+      mode only through Knative's own hops (docs/serving.md, "Authentication", says what that leaves).
+    """
+    n = s.network_policy
+    isvc = {ISVC_POD_LABEL: s.name}
+
+    def ns_peers(names: list[str], pod_labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        peers = []
+        for ns in names:
+            peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+            if pod_labels:
+                peer["podSelector"] = {"matchLabels": dict(pod_labels)}
+            peers.append(peer)
+        return peers
 
     def ports(numbers: list[int]) -> list[dict[str, Any]]:
         return [{"protocol": "TCP", "port": p} for p in numbers]
 
-    rules = [
-        {"from": ns_selectors(n.gateway_namespaces), "ports": ports(n.gateway_ports)},
-        {"from": [{"podSelector": {"matchLabels": {ISVC_POD_LABEL: s.name}}}], "ports": ports([SERVING_PORT, 8012])},
-        {"from": ns_selectors(n.prometheus_namespaces), "ports": ports(n.prometheus_ports)},
-    ]
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _metadata(s, f"{s.name}-ingress", "network-policy"),
-            "spec": {"podSelector": {"matchLabels": {ISVC_POD_LABEL: s.name}}, "policyTypes": ["Ingress"],
-                     "ingress": rules}}
+    def policy(name: str, component: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": _metadata(s, name, "network-policy"),
+                "spec": {"podSelector": {"matchLabels": {**isvc, COMPONENT_LABEL: component}}, "policyTypes": ["Ingress"],
+                         "ingress": rules}}
+
+    prometheus = {"from": ns_peers(n.prometheus_namespaces, n.prometheus_pod_labels), "ports": ports(n.prometheus_ports)}
+    gateways = {"from": ns_peers(n.gateway_namespaces), "ports": ports(n.gateway_ports)}
+    if not s.transformer.enabled:
+        return [policy(f"{s.name}-ingress", "predictor", [gateways, prometheus])]
+    predictor_rules = [{"from": [{"podSelector": {"matchLabels": {**isvc, COMPONENT_LABEL: "transformer"}}}],
+                        "ports": ports([SERVING_PORT, QUEUE_PROXY_PORTS[0]])}]
+    if s.mode == "knative":
+        predictor_rules.append({"from": ns_peers(n.gateway_namespaces), "ports": ports(QUEUE_PROXY_PORTS)})
+    predictor_rules.append(prometheus)
+    return [policy(f"{s.name}-ingress", "transformer", [gateways, prometheus]),
+            policy(f"{s.name}-predictor-ingress", "predictor", predictor_rules)]
 
 
 def build_scaled_objects(s: ServingSettings) -> list[dict[str, Any]]:
@@ -787,7 +863,7 @@ def build_objects(s: ServingSettings, storage_uri: str | None = None) -> list[di
     if s.storage.create_service_account:
         objs.append(build_service_account(s))
     if s.network_policy.enabled:
-        objs.append(build_network_policy(s))
+        objs.extend(build_network_policies(s))
     objs.append(build_inference_service(s, storage_uri))
     if s.autoscaler == "external":
         objs.extend(build_scaled_objects(s))

@@ -134,12 +134,12 @@ def render_manifests() -> dict[str, str]:
     files: dict[str, str] = {}
     base_settings = _base()
     base_objs = build_objects(base_settings)
-    resources = []
+    by_file: dict[str, list[dict[str, Any]]] = {}  # one file per kind (several NetworkPolicies share one)
     for obj in base_objs:
-        fname = f"{FILE_NAMES[obj['kind']]}.yaml"
-        files[f"base/{fname}"] = _dump([obj])
-        resources.append(fname)
-    files["base/kustomization.yaml"] = _kustomization(resources, [])
+        by_file.setdefault(f"{FILE_NAMES[obj['kind']]}.yaml", []).append(obj)
+    for fname, docs in by_file.items():
+        files[f"base/{fname}"] = _dump(docs)
+    files["base/kustomization.yaml"] = _kustomization(list(by_file), [])
     # Not a kustomize resource: a real Secret must never be overwritten by `kubectl apply -k`. It shows
     # the serving.kserve.io/s3-* annotations KServe reads from the Secret (not from the ServiceAccount).
     base_secret = build_s3_secret_placeholder(base_settings)
@@ -167,6 +167,9 @@ def render_manifests() -> dict[str, str]:
                      "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]}}
             patch = _merge(patch, diff)
             fname = f"{FILE_NAMES[obj['kind']]}.patch.yaml"
+            if sum(o["kind"] == obj["kind"] for o in objs) > 1:  # one patch file per object
+                short = obj["metadata"]["name"].removeprefix(f"{settings.name}-")
+                fname = f"{FILE_NAMES[obj['kind']]}-{short}.patch.yaml"
             files[f"overlays/{overlay}/{fname}"] = _dump([patch])
             patches.append(fname)
         missing = set(base_index) - {_key(o) for o in objs}

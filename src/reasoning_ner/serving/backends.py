@@ -5,8 +5,10 @@
   of them (waiting at most ``max_batch_wait_ms`` for company once the first one arrived), runs ONE
   batched ``generate`` for them in a worker thread (the event loop stays free), and routes each
   row's result back to its request's future (or its stream). Each row keeps its own token limit,
-  stop strings and cancellation through a per-row stopping criterion, so requests with different
-  budgets share a batch. Loading and the stop tokens come from :class:`inference.TransformersEngine`.
+  stop strings (matched on its decoded text) and cancellation through a per-row stopping criterion,
+  and its own sampling, grammar, thinking budget and logprobs through a per-row logits processor
+  (:mod:`.constrained`), so requests with any mix of settings share a batch. Loading and the stop
+  tokens come from :class:`inference.TransformersEngine`.
 * :class:`RemoteBackend`: an OpenAI-compatible server (vLLM inside KServe's Hugging Face runtime on
   GPU clusters) over aiohttp. Chat requests may come back with the reasoning split off by vLLM's
   reasoning parser (``reasoning_content``, or ``reasoning`` on newer vLLM); raw-prompt continuation
@@ -77,7 +79,8 @@ class ServingError(Exception):
 
 
 class InvalidRequest(ServingError):
-    status, type = 422, "invalid_request_error"
+    # 400 as OIP, KServe's InvalidInput and OpenAI answer a bad request (not FastAPI's 422).
+    status, type = 400, "invalid_request_error"
 
 
 class ModelNotFoundError(ServingError):
@@ -90,6 +93,12 @@ class Overloaded(ServingError):
 
 class BackendUnavailable(ServingError):
     status, type = 503, "backend_error"
+
+
+class BadGateway(ServingError):
+    """The upstream answered, but not with the JSON object the protocol promises (HTML, a list, no choices)."""
+
+    status, type = 502, "upstream_error"
 
 
 class BackendTimeout(ServingError):
@@ -109,8 +118,15 @@ class GenRequest:
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
-    stop: tuple[str, ...] = ()  # extra stop strings; excluded from the text like OpenAI's `stop`
+    stop: tuple[str, ...] = ()  # stop strings, matched on the decoded text and excluded from it (OpenAI's `stop`)
     json_schema: dict[str, Any] | None = None  # constrain the whole completion (remote only)
+    # In process only (serving/constrained.py): a grammar for the answer after </think>, a thinking budget
+    # (</think> forced after that many tokens), the answer's reserve, seeded sampling, logprobs (top-k).
+    grammar: str | None = None
+    think_budget: int | None = None
+    answer_reserve: int = 0
+    seed: int | None = None
+    logprobs: int | None = None
 
 
 @dataclass
@@ -122,6 +138,7 @@ class GenResult:
     stop_reason: str | None = None  # the stop string that ended it; None = end of turn or length
     reasoning: str | None = None  # thinking text returned separately (vLLM reasoning parser)
     reasoning_tokens: int | None = None  # tokens up to and including </think>, where known
+    logprobs: list[dict[str, Any]] | None = None  # OpenAI's logprobs.content, when asked (in process)
 
 
 class Backend:
@@ -190,21 +207,60 @@ class _LoopQueue:
 
 
 class _RowState:
-    """Per-row bookkeeping of one batched generate call (worker thread only)."""
+    """One row of a batched generate call (worker thread only). Each new token is decoded incrementally
+    (as vLLM's detokenizer does: complete characters only) and the stop strings are matched on the TEXT, so a
+    stop spanning tokens, or ending inside one, is found; the text is cut where the stop begins. Streaming
+    rows send their new text at once, holding back the tail that could still become a stop string."""
 
-    def __init__(self, item: _Item, stop_ids: dict[int, str], stop_texts: tuple[str, ...]):
+    def __init__(self, item: _Item, control: Any = None):
         self.item = item
         self.max_new = item.req.max_new_tokens
-        self.stop_ids = stop_ids
-        self.stop_texts = stop_texts
-        self.done = False
-        # streaming
+        self.stops = item.req.stop
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.control = control  # constrained.RowControl, when the row needs more than greedy decoding
         self.tokens: list[int] = []
-        self.prefix_offset = 0
-        self.read_offset = 0
         self.text = ""
+        self._prefix = self._read = 0  # incremental decoding offsets into tokens
+        self.done = self.eos = False
+        self.finish, self.stop_reason = "length", None
+        self.reasoning_tokens: int | None = None
         self.emitted = 0
-        self.stream_done = False
+
+    def step(self, token: int, tokenizer: Any, end_ids: set[int]) -> None:
+        item = self.item
+        if item.cancelled:
+            self.done = True
+            return
+        if token in end_ids:
+            self.done, self.eos, self.finish = True, True, "stop"
+            return
+        self.tokens.append(token)
+        if self.control is not None:
+            self.control.advance(token)
+        prefix = tokenizer.decode(self.tokens[self._prefix:self._read], skip_special_tokens=False)
+        text = tokenizer.decode(self.tokens[self._prefix:], skip_special_tokens=False)
+        if len(text) > len(prefix) and not text.endswith("\ufffd"):  # else: an incomplete UTF-8 sequence
+            self._prefix, self._read = self._read, len(self.tokens)
+            before = len(self.text)
+            self.text += text[len(prefix):]
+            if self.reasoning_tokens is None and THINK_CLOSE in self.text[max(0, before - len(THINK_CLOSE) + 1):]:
+                self.reasoning_tokens = len(self.tokens)
+            since = max(0, before - self.hold)  # a stop string ending in the new text starts at or after this
+            hits = [(i, s) for s in self.stops if (i := self.text.find(s, since)) >= 0]
+            if hits:
+                pos, self.stop_reason = min(hits)
+                self.text, self.done, self.finish = self.text[:pos], True, "stop"
+                return
+        if len(self.tokens) >= self.max_new:
+            self.done = True
+        elif item.deltas is not None and len(self.text) - self.hold > self.emitted:
+            upto = len(self.text) - self.hold  # the rest of the text comes with the result
+            delta, self.emitted = self.text[self.emitted:upto], upto
+            assert item.loop is not None
+            try:
+                item.loop.call_soon_threadsafe(item.deltas.put_nowait, ("delta", delta))
+            except RuntimeError:  # the request's event loop is gone
+                item.cancelled = True
 
 
 class TransformersBackend(Backend):
@@ -224,7 +280,7 @@ class TransformersBackend(Backend):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rner-generate")
         # One queue + batcher task per event loop (a server has one; tests open several).
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = weakref.WeakKeyDictionary()
-        self._single_token: dict[str, int | None] = {}
+        self._vocab: Any = None  # constrained.Vocab, built at the first row that needs one
         self.tokenizer = None
         self.batches = 0  # generate calls made (for tests and the bench)
 
@@ -244,16 +300,8 @@ class TransformersBackend(Backend):
         self.model, self.tokenizer = self.engine.model, self.engine.tokenizer
         self.base_stop_ids = set(self.engine.stop_ids)
         self.pad_id = self.tokenizer.pad_token_id
-        self.think_close_id = self._token_id(THINK_CLOSE)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_context = int(limit) if limit else None
-
-    def _token_id(self, text: str) -> int | None:
-        """The id when ``text`` is exactly one token, else None."""
-        if text not in self._single_token:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._single_token[text] = ids[0] if len(ids) == 1 else None
-        return self._single_token[text]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -376,35 +424,28 @@ class TransformersBackend(Backend):
 
     # -- generation (worker thread) -------------------------------------------------------------
 
-    def _run_batch(self, batch: list[_Item]) -> list[GenResult]:
-        """Group the batch by sampling settings (greedy rows together) and generate each group once."""
-        groups: dict[tuple, list[int]] = {}
-        for i, item in enumerate(batch):
-            r = item.req
-            key = (False, 0.0, 1.0) if r.temperature <= 0 else (True, r.temperature, r.top_p)
-            groups.setdefault(key, []).append(i)
-        results: list[GenResult | None] = [None] * len(batch)
-        for key, idx in groups.items():
-            for i, res in zip(idx, self._generate_group([batch[i] for i in idx], key)):
-                results[i] = res
-        return [r for r in results if r is not None]
+    def _control(self, req: GenRequest) -> Any:
+        """The row's constrained.RowControl, when it needs more than greedy decoding."""
+        if req.grammar is None and req.think_budget is None and req.temperature <= 0 and req.logprobs is None:
+            return None
+        from .constrained import RowControl, Vocab
 
-    def _generate_group(self, items: list[_Item], key: tuple) -> list[GenResult]:
+        if self._vocab is None:
+            self._vocab = Vocab(self.tokenizer, int(self.model.config.vocab_size), sorted(self.base_stop_ids))
+        return RowControl(self._vocab, max_new=req.max_new_tokens, grammar=req.grammar, think_budget=req.think_budget,
+                          answer_reserve=req.answer_reserve, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                          logprobs=req.logprobs)
+
+    def _run_batch(self, items: list[_Item]) -> list[GenResult]:
+        """ONE greedy generate call for the whole batch. Rows that sample, follow a grammar, have a thinking
+        budget or want logprobs do so through their own control (a logits processor), so rows with different
+        settings share the call and a seeded row draws the same tokens whatever else is in the batch."""
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        do_sample, temperature, top_p = key
-        rows = []
-        for item in items:
-            stop_ids: dict[int, str] = {}
-            stop_texts: list[str] = []
-            for s in item.req.stop:
-                tid = self._token_id(s)
-                if tid is not None:
-                    stop_ids[tid] = s
-                else:
-                    stop_texts.append(s)
-            rows.append(_RowState(item, stop_ids, tuple(stop_texts)))
+        from .constrained import Controls
+
+        rows = [_RowState(item, self._control(item.req)) for item in items]
         width = max(len(it.ids) for it in items)
         input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(items), width), dtype=torch.long)
@@ -412,55 +453,37 @@ class TransformersBackend(Backend):
             n = len(item.ids)
             input_ids[r, width - n:] = torch.tensor(item.ids, dtype=torch.long)
             attention[r, width - n:] = 1
-        streaming = any(it.deltas is not None for it in items)
         kwargs: dict[str, Any] = dict(
             input_ids=input_ids.to(self.model.device), attention_mask=attention.to(self.model.device),
             max_new_tokens=max(row.max_new for row in rows), eos_token_id=sorted(self.base_stop_ids),
-            pad_token_id=self.pad_id, stopping_criteria=StoppingCriteriaList([_RowCriteria(self, rows, width)]),
-            do_sample=do_sample,
+            pad_token_id=self.pad_id, stopping_criteria=StoppingCriteriaList([_RowCriteria(self, rows)]),
+            do_sample=False, temperature=None, top_p=None, top_k=None,
         )
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if streaming:
-            kwargs["streamer"] = _RowStreamer(self, rows)
+        if any(row.control is not None for row in rows):
+            kwargs["logits_processor"] = LogitsProcessorList([Controls(rows)])
         BATCH_SIZE.observe(len(items))
         self.batches += 1
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(**kwargs)
+            self.model.generate(**kwargs)
         BATCH_SECONDS.observe(time.perf_counter() - t0)
-        new_tokens = out[:, width:].tolist()
-        results = [self._finish_row(row, new_tokens[r]) for r, row in enumerate(rows)]
+        results = [self._finish_row(row) for row in rows]
         TOKENS.labels("prompt").inc(sum(len(it.ids) for it in items))
         TOKENS.labels("completion").inc(sum(res.completion_tokens for res in results))
         return results
 
-    def _finish_row(self, row: _RowState, tokens: list[int]) -> GenResult:
-        kept: list[int] = []
-        finish, stop_reason, counted_stop = "length", None, 0
-        for t in tokens[: row.max_new]:
-            if t in self.base_stop_ids:
-                finish, counted_stop = "stop", 1
-                break
-            if t in row.stop_ids:
-                finish, stop_reason, counted_stop = "stop", row.stop_ids[t], 1
-                break
-            kept.append(t)
-        text = self.tokenizer.decode(kept, skip_special_tokens=False)
-        if row.stop_texts:
-            hits = [(text.find(s), s) for s in row.stop_texts if s in text]
-            if hits:
-                pos, s = min(hits)
-                text, finish, stop_reason = text[:pos], "stop", s
-        reasoning_tokens = None
-        if self.think_close_id is not None and self.think_close_id in kept:
-            reasoning_tokens = kept.index(self.think_close_id) + 1
-        elif stop_reason == THINK_CLOSE:
-            reasoning_tokens = len(kept) + 1
-        return GenResult(text=text, prompt_tokens=len(row.item.ids), completion_tokens=len(kept) + counted_stop,
-                         finish_reason=finish, stop_reason=stop_reason, reasoning_tokens=reasoning_tokens)
+    def _finish_row(self, row: _RowState) -> GenResult:
+        # Without a stop string the whole decode (it includes an incomplete UTF-8 tail as U+FFFD).
+        text = row.text if row.stop_reason is not None else self.tokenizer.decode(row.tokens, skip_special_tokens=False)
+        reasoning_tokens = row.reasoning_tokens
+        if reasoning_tokens is None and row.stop_reason == THINK_CLOSE:
+            reasoning_tokens = len(row.tokens)
+        logprobs = None
+        if row.control is not None and row.control.logprobs is not None:
+            logprobs = row.control.logprob_entries(len(row.tokens))
+        return GenResult(text=text, prompt_tokens=len(row.item.ids), completion_tokens=len(row.tokens) + row.eos,
+                         finish_reason=row.finish, stop_reason=row.stop_reason, reasoning_tokens=reasoning_tokens,
+                         logprobs=logprobs)
 
     async def close(self) -> None:
         for q in list(self._queues.values()):
@@ -470,77 +493,21 @@ class TransformersBackend(Backend):
 
 
 class _RowCriteria:
-    """Per-row stop: the row's own token limit, its stop tokens/strings, or its request went away."""
+    """Per-row stop (transformers calls it after every token): each live row takes its new token
+    (:meth:`_RowState.step`: end of turn, stop strings on the text, its own limit, streaming) or stops
+    because its request went away."""
 
-    def __init__(self, backend: TransformersBackend, rows: list[_RowState], width: int):
-        self.backend, self.rows, self.width = backend, rows, width
+    def __init__(self, backend: TransformersBackend, rows: list[_RowState]):
+        self.backend, self.rows = backend, rows
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        generated = input_ids.shape[1] - self.width
         last = input_ids[:, -1].tolist()
-        done = []
         for r, row in enumerate(self.rows):
             if not row.done:
-                t = last[r]
-                if (generated >= row.max_new or t in self.backend.base_stop_ids or t in row.stop_ids
-                        or row.item.cancelled):
-                    row.done = True
-                elif row.stop_texts:
-                    tail = self.backend.tokenizer.decode(input_ids[r, max(self.width, input_ids.shape[1] - 16):].tolist(),
-                                                         skip_special_tokens=False)
-                    row.done = any(s in tail for s in row.stop_texts)
-            done.append(row.done)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class _RowStreamer:
-    """transformers streamer for a whole batch: routes each streaming row's new text to its request."""
-
-    def __init__(self, backend: TransformersBackend, rows: list[_RowState]):
-        self.backend, self.rows = backend, rows
-        self.first = True
-        self.holdback = {id(r): max((len(s) for s in r.stop_texts), default=1) - 1 for r in rows}
-
-    def put(self, value) -> None:
-        if self.first:  # the prompt
-            self.first = False
-            return
-        tokens = value.reshape(-1).tolist()
-        tok = self.backend.tokenizer
-        for r, row in enumerate(self.rows):
-            item = row.item
-            if item.deltas is None or row.stream_done:
-                continue
-            t = tokens[r]
-            if (t in self.backend.base_stop_ids or t in row.stop_ids or len(row.tokens) >= row.max_new or item.cancelled):
-                row.stream_done = True
-                continue
-            row.tokens.append(t)
-            prefix = tok.decode(row.tokens[row.prefix_offset:row.read_offset], skip_special_tokens=False)
-            text = tok.decode(row.tokens[row.prefix_offset:], skip_special_tokens=False)
-            if len(text) <= len(prefix) or text.endswith("\ufffd"):
-                continue  # an incomplete UTF-8 sequence: wait for the next token
-            row.prefix_offset, row.read_offset = row.read_offset, len(row.tokens)
-            row.text += text[len(prefix):]
-            upto = len(row.text)
-            if row.stop_texts:
-                if any(s in row.text for s in row.stop_texts):
-                    row.stream_done = True  # the final flush sends the text before the stop string
-                    continue
-                upto -= self.holdback[id(row)]  # could still become a stop string
-            if upto <= row.emitted:
-                continue
-            delta, row.emitted = row.text[row.emitted:upto], upto
-            assert item.loop is not None
-            try:
-                item.loop.call_soon_threadsafe(item.deltas.put_nowait, ("delta", delta))
-            except RuntimeError:  # the request's event loop is gone
-                item.cancelled = True
-
-    def end(self) -> None:
-        pass
+                row.step(last[r], self.backend.tokenizer, self.backend.base_stop_ids)
+        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
 
 
 # ------------------------------------------------------------------------------------ remote
@@ -600,16 +567,22 @@ class RemoteBackend(Backend):
                 if resp.status >= 400:
                     raise self._status_error(resp.status, text)
                 try:
-                    return json.loads(text)
+                    data = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    BACKEND_ERRORS.labels(self.kind, "bad_json").inc()
-                    raise BackendUnavailable(f"remote backend sent invalid JSON: {exc.msg}") from exc
+                    raise self._bad_answer(path, f"invalid JSON ({exc.msg}): {text[:80]!r}") from exc
+                if not isinstance(data, dict):
+                    raise self._bad_answer(path, f"a JSON {type(data).__name__}, not an object")
+                return data
         except (asyncio.TimeoutError, TimeoutError) as exc:
             BACKEND_ERRORS.labels(self.kind, "timeout").inc()
             raise BackendTimeout(f"remote backend did not answer within {self.timeout_s:g} s") from exc
         except aiohttp.ClientError as exc:
             BACKEND_ERRORS.labels(self.kind, "connection").inc()
             raise BackendUnavailable(f"remote backend unreachable: {type(exc).__name__}: {exc}") from exc
+
+    def _bad_answer(self, path: str, what: str) -> BadGateway:
+        BACKEND_ERRORS.labels(self.kind, "bad_body").inc()
+        return BadGateway(f"upstream {self.base_url}{path} answered with {what}")
 
     def _status_error(self, status: int, text: str) -> ServingError:
         BACKEND_ERRORS.labels(self.kind, f"http_{status}").inc()
@@ -638,8 +611,7 @@ class RemoteBackend(Backend):
             choice = data["choices"][0]
             text = choice.get("text") or ""
         except (KeyError, IndexError, TypeError) as exc:
-            BACKEND_ERRORS.labels(self.kind, "bad_body").inc()
-            raise BackendUnavailable("remote backend answer has no choices[0].text") from exc
+            raise self._bad_answer("/completions", "no choices[0].text") from exc
         stop_reason = None
         for s in req.stop:
             if text.endswith(s):
@@ -666,8 +638,7 @@ class RemoteBackend(Backend):
             choice = data["choices"][0]
             message = choice["message"]
         except (KeyError, IndexError, TypeError) as exc:
-            BACKEND_ERRORS.labels(self.kind, "bad_body").inc()
-            raise BackendUnavailable("remote backend answer has no choices[0].message") from exc
+            raise self._bad_answer("/chat/completions", "no choices[0].message") from exc
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         prompt_tokens, completion_tokens, reasoning_tokens = self._usage(data)
         TOKENS.labels("prompt").inc(prompt_tokens)
@@ -701,10 +672,13 @@ class RemoteBackend(Backend):
                         if payload == b"[DONE]":
                             return
                         try:
-                            yield json.loads(payload)
+                            chunk = json.loads(payload)
                         except json.JSONDecodeError:
                             BACKEND_ERRORS.labels(self.kind, "bad_json").inc()
                             continue
+                        if not isinstance(chunk, dict):
+                            raise self._bad_answer(path, f"a stream chunk that is a JSON {type(chunk).__name__}")
+                        yield chunk
         except (asyncio.TimeoutError, TimeoutError) as exc:
             BACKEND_ERRORS.labels(self.kind, "timeout").inc()
             raise BackendTimeout(f"remote backend did not answer within {self.timeout_s:g} s") from exc
@@ -712,10 +686,11 @@ class RemoteBackend(Backend):
             BACKEND_ERRORS.labels(self.kind, "connection").inc()
             raise BackendUnavailable(f"remote backend unreachable: {type(exc).__name__}: {exc}") from exc
 
-    async def ready(self) -> bool:
+    async def ready(self, timeout_s: float = 2.0) -> bool:
+        """One cheap probe: GET {base_url}/models answered 2xx (vLLM and KServe's runtime answer it)."""
         try:
-            async with self._session().get(f"{self.base_url}/models", timeout=_short_timeout()) as resp:
-                return resp.status < 500
+            async with self._session().get(f"{self.base_url}/models", timeout=_short_timeout(timeout_s)) as resp:
+                return 200 <= resp.status < 300
         except Exception:  # noqa: BLE001 - readiness is a yes/no question
             return False
 
@@ -725,10 +700,10 @@ class RemoteBackend(Backend):
             await session.close()
 
 
-def _short_timeout():
+def _short_timeout(total: float = 2.0):
     import aiohttp
 
-    return aiohttp.ClientTimeout(total=2.0)
+    return aiohttp.ClientTimeout(total=total)
 
 
 def make_backend(settings: Any, model_dir: str | None) -> Backend:

@@ -20,8 +20,10 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 from pydantic import BaseModel, ValidationError
 
 from ..prompt import render_prompt
-from .backends import INSTANCES, Backend, BackendTimeout, InvalidRequest, ServingError
+from .backends import INSTANCES, Backend, BackendTimeout, InvalidRequest, ServingError, TransformersBackend
 from .budget import build_prediction, effective_budget, generate_ner
+from .health import Readiness, warm_up
+from .oip import resolve_version
 from .schemas import Prediction, ServeSettings, request_models, validation_problems
 
 V2_INPUTS = [
@@ -47,14 +49,25 @@ class NERModel(kserve.Model):
         self.settings = settings
         self.models = request_models(settings)
         self.created = time.time()
+        self.version = resolve_version(settings, getattr(backend, "model_dir", None))
+        self.readiness = Readiness(backend, settings)
 
     def load(self) -> bool:
         self.backend.load()
+        if isinstance(self.backend, TransformersBackend):
+            warm_up(self.backend)  # ready means one generation went through (health.py)
+        self.readiness.mark_loaded()
         self.ready = True
         return self.ready
 
     async def healthy(self) -> bool:
-        return self.ready and await self.backend.ready()
+        # kserve's contract: "loaded" (its dataplane calls load() on a request to an unhealthy model).
+        return self.ready
+
+    async def serving_ready(self) -> bool:
+        """What every ready route answers: loaded, warmed up and (remote) the upstream answering its probes.
+        The cached state of health.Readiness: a readiness probe never waits on the upstream."""
+        return self.ready and self.readiness.ready
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return V2_INPUTS
@@ -199,8 +212,25 @@ class NERModel(kserve.Model):
 
             raise InvalidRequest("; ".join(f"{v2_param(p)}: {m}" for p, m, _ in problems), param=v2_param(problems[0][0])) from exc
 
+    def _requested_outputs(self, request: InferRequest) -> list[str] | None:
+        """The request's ``outputs`` filter (None = all); unknown or repeated names are a 400 naming them."""
+        if not request.request_outputs:
+            return None
+        known, names = [spec["name"] for spec in V2_OUTPUTS], []
+        for i, out in enumerate(request.request_outputs):
+            if out.name not in known:
+                raise InvalidRequest(f"outputs[{i}].name: unknown output {out.name!r}; this model produces {known}",
+                                     param=f"outputs[{i}].name")
+            if out.name in names:
+                raise InvalidRequest(f"outputs[{i}].name: output {out.name!r} requested twice", param=f"outputs[{i}].name")
+            names.append(out.name)
+        return names
+
     async def _predict_v2(self, request: InferRequest) -> InferResponse:
+        requested = self._requested_outputs(request)
         instances = self._v2_instances(request)
+        if requested is not None and "reasoning" in requested:  # asking for the tensor asks for its content
+            instances = [inst.model_copy(update={"return_reasoning": True}) for inst in instances]
         predictions = await self.extract(instances, "v2")
         want_reasoning = any(inst.return_reasoning for inst in instances)
 
@@ -215,4 +245,8 @@ class NERModel(kserve.Model):
         if want_reasoning:
             outputs.append(out("reasoning", [(p.reasoning or "") if inst.return_reasoning else ""
                                              for p, inst in zip(predictions, instances)]))
-        return InferResponse(model_name=self.name, infer_outputs=outputs, response_id=request.id or uuid.uuid4().hex)
+        if requested is not None:  # the filter, in the order asked
+            by_name = {o.name: o for o in outputs}
+            outputs = [by_name[name] for name in requested]
+        return InferResponse(model_name=self.name, model_version=self.version, infer_outputs=outputs,
+                             response_id=request.id or uuid.uuid4().hex)

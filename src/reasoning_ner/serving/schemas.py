@@ -84,6 +84,22 @@ class ServeSettings(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch's default); on a "
                                       "shared or CPU-limited host set it to the cores really available.")
     access_log: bool = Field(True, description="uvicorn access log line per request.")
+    model_version: str | None = Field(None, description="The served model's version (V2 model_version/versions); default: "
+                                      "the registry version of the model folder, else a digest of its model card and config "
+                                      "(in process), else none (remote).")
+    # Readiness of the remote backend (docs/serving.md "Probes"): not ready after probe_failures probes in a
+    # row failed, ready again after probe_successes in a row passed, one probe every probe_interval_s.
+    probe_upstream: bool = Field(True, description="Remote backend: readiness follows GET {remote_url}/models. False when "
+                                 "the predictor scales to zero (probing would keep it awake): readiness is then this server's.")
+    probe_interval_s: float = Field(2.0, gt=0, description="Seconds between upstream probes (each also times out after this).")
+    probe_failures: int = Field(3, ge=1, description="Failed probes in a row before the server reports not ready (503).")
+    probe_successes: int = Field(2, ge=1, description="Passed probes in a row before it reports ready again.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A request body not complete this long after the headers gets 408.")
+    max_json_depth: int = Field(64, ge=2, description="Deepest JSON nesting accepted in a body (400 beyond it).")
+    api_keys_file: str | None = Field(
+        None, description="API-key authentication (serving/auth.py): a file of keys, one per line, or a directory of such "
+        "files (a mounted Secret); every route but health and /metrics then needs 'Authorization: Bearer <key>'. "
+        "Re-read when it changes. None = no authentication.")
 
     @classmethod
     def from_sources(cls, base: dict[str, Any] | None = None, env: dict[str, str] | None = None, **overrides: Any) -> ServeSettings:
@@ -127,6 +143,12 @@ class ErrorResponse(BaseModel):
     """Every error of the service's own routes (OpenAI's error shape, so the openai client reads it)."""
 
     error: ErrorBody
+
+
+class V2ErrorResponse(BaseModel):
+    """Every error under /v2 (the Open Inference Protocol's error object); the message names the field."""
+
+    error: str = Field(description="What is wrong, starting with the offending field, e.g. 'inputs[labels].data[0]: ...'.")
 
 
 # ------------------------------------------------------------------------------------ predictions
@@ -288,8 +310,12 @@ class RequestModels:
         class V2InferRequest(BaseModel):
             """Open Inference Protocol infer body; see the module docstring for the tensor layout."""
 
-            model_config = ConfigDict(extra="forbid", title="V2InferRequest")
+            model_config = ConfigDict(extra="forbid", title="V2InferRequest", protected_namespaces=())
             id: str | None = Field(None, max_length=256)
+            # Not in the OIP request object, but KServe's InferenceRESTClient sends them; the path wins
+            # and a different value is refused (400).
+            model_name: str | None = Field(None, max_length=256, description="Optional; must equal the path's model name.")
+            model_version: str | None = Field(None, max_length=256, description="Optional; must equal the served version.")
             parameters: dict[str, Scalar] | None = None
             inputs: list[V2InputTensor] = Field(min_length=2, max_length=4)
             outputs: list[V2RequestedOutput] | None = None
@@ -333,41 +359,162 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON Schema the answer must match.")
+    strict: StrictBool | None = Field(None, description="Always enforced in process (the grammar is the schema).")
+
+
+class _Format(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextFormat(_Format):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(_Format):
+    type: Literal["json_object"]
+
+
+class JSONSchemaResponseFormat(_Format):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+#: OpenAI's response_format, tagged by ``type`` (so the published schema states that json_schema needs one).
+ResponseFormat = Annotated[TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Discriminator("type")]
+
+
+#: Parameters refused with 400 on every backend: the model has no tools, audio or web search.
+REFUSED_EVERYWHERE = {
+    "tools": "tool calling is not supported (the model is not trained for it)",
+    "tool_choice": "tool calling is not supported (the model is not trained for it)",
+    "functions": "function calling is not supported (the model is not trained for it)",
+    "function_call": "function calling is not supported (the model is not trained for it)",
+    "audio": "audio output is not supported", "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+}
+#: Refused in process (the remote server gets them verbatim).
+REFUSED_IN_PROCESS = {
+    "reasoning_effort": "not supported in process; set the thinking budget with thinking_token_budget",
+    "verbosity": "not supported in process",
+    "presence_penalty": "penalties are not supported in process (only 0)",
+    "frequency_penalty": "penalties are not supported in process (only 0)",
+    "logit_bias": "logit_bias is not supported in process",
+}
+
+#: Values of those parameters that change nothing, so they are accepted.
+NEUTRAL: dict[str, tuple[Any, ...]] = {"tools": ([],), "functions": ([],), "tool_choice": ("none",), "presence_penalty": (0,),
+                                       "frequency_penalty": (0,), "logit_bias": ({},)}
+
+
 class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat completion body the service honours; other fields are ignored."""
+    """OpenAI's chat completion body: every parameter is honoured or refused with 400 naming it
+    (:meth:`refusal`; docs/serving.md has the table); fields that change nothing here (user, metadata,
+    store, service_tier ...) are accepted and ignored."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(max_length=256)
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_tokens: json_int(ge=1) | None = Field(None, description="Capped at the deployment's max_new_tokens.")
-    max_completion_tokens: json_int(ge=1) | None = None
+    max_completion_tokens: json_int(ge=1) | None = Field(None, description="Wins over max_tokens; capped the same way.")
     temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(None, description="Default 0 (greedy).")
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    n: Literal[1] = 1
-    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=4)] | None = Field(None, description="Up to 4 stop strings.")
+    n: json_int(ge=1, le=16) = Field(1, description="Choices (1-16); in process each is a row of the batch.")
+    seed: json_int(ge=-(2**63), le=2**63 - 1) | None = Field(
+        None, description="Seeded sampling: the same request and seed give the same answer (choice i uses seed + i).")
+    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 stop strings, matched on the text and not returned.")
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+    logprobs: StrictBool | None = Field(None, description="Log-probabilities of the chosen tokens (not with stream in process).")
+    top_logprobs: json_int(ge=0, le=20) | None = Field(None, description="0-20 most likely tokens per position; needs logprobs.")
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object / json_schema: the answer after the reasoning block is grammar-constrained.")
+    thinking_token_budget: json_int(ge=0, le=1_000_000) | None = Field(
+        None, description="Thinking tokens before </think> is forced (vLLM's name; header X-Thinking-Token-Budget too).")
+    # Refused (REFUSED_EVERYWHERE / REFUSED_IN_PROCESS) unless absent or neutral.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    modalities: list[str] | None = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, Any] | None = None
 
     def stop_list(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
+    def refusal(self, in_process: bool, structured_output: bool = True) -> tuple[str, str] | None:
+        """(parameter, why) for the first parameter this backend cannot honour; None when all can be."""
+        def given(name: str) -> bool:
+            value = getattr(self, name)  # neutral values (no tools, "none" tool choice, 0 penalty, no bias) change nothing
+            return value is not None and value not in NEUTRAL.get(name, ())
+
+        if self.top_logprobs is not None and not self.logprobs:
+            return "top_logprobs", "top_logprobs needs logprobs: true"
+        if self.modalities is not None and set(self.modalities) - {"text"}:
+            return "modalities", "only text output is supported"
+        for name, why in REFUSED_EVERYWHERE.items():
+            if given(name):
+                return name, why
+        if in_process:
+            for name, why in REFUSED_IN_PROCESS.items():
+                if given(name):
+                    return name, why
+            if self.logprobs and self.stream:
+                return "logprobs", "logprobs are returned without stream only (in process)"
+        elif not structured_output and self.response_format is not None and self.response_format.type != "text":
+            return "response_format", "the remote backend is configured without structured output (remote_structured_output: none)"
+        return None
+
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str | None
+    content: str | None = Field(description="The answer after the reasoning block; null when only reasoning came.")
     reasoning_content: str | None = Field(None, description="The thinking text (vLLM's reasoning-parser field).")
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"] | None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = Field(0, description="Tokens of the reasoning block, up to and including </think>.")
 
 
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class ChatCompletion(BaseModel):

@@ -5,16 +5,19 @@ One FastAPI app carries, on one port:
 * our typed routes, registered FIRST so they shadow kserve's untyped ones of the same path:
   ``POST /v1/models/{name}:predict`` and ``POST /v2/models/{name}/infer`` (pydantic bodies, so
   ``/openapi.json`` publishes the real request and response schemas), and the OpenAI-compatible
-  ``POST /openai/v1/chat/completions`` (streaming too) and ``GET /openai/v1/models`` (kserve's own
-  OpenAI layer needs vLLM, which is not in the CPU image);
+  ``POST /openai/v1/chat/completions`` (streaming too; the work is :mod:`.chat`'s), ``GET /openai/v1/models``
+  and ``GET /openai/v1/models/{model}`` (kserve's own OpenAI layer needs vLLM, which is not in the CPU image);
 * kserve's routes (health ``/``, ``/v2/health/live|ready``, ``/v1/models/{name}``, model metadata
   ``/v2/models/{name}``, ``/metrics`` ...), registered by kserve's own ``RESTServer`` code. The
   shadowed duplicates are then removed, and so are the routes a public NER endpoint must not
   expose (``:explain``, model load/unload, versioned routes that only answer 501);
 * a middleware that counts and times every request by route template (Prometheus, same registry
-  as kserve's metrics) and refuses bodies over ``max_body_bytes`` (413);
+  as kserve's metrics), and inside it :class:`.http.HTTPHygiene` (405, 408, 413, 415, UTF-8, JSON
+  depth, gzip; the OIP error object on ``/v2``); the ``/v2`` routes are :mod:`.oip`'s, readiness
+  is :mod:`.health`'s;
 * error handlers giving every error the shape ``{"error": {"message", "type", "param", "code"}}``
-  (OpenAI's, so the openai client reads it), where ``param`` names the offending field.
+  (OpenAI's, so the openai client reads it), where ``param`` names the offending field; a bad
+  request is 400 on every protocol (OIP, KServe V1 and OpenAI all say so; not FastAPI's 422).
 
 :func:`serve` starts it the kserve way (``ModelServer.start``) but bound to ``settings.host``
 (127.0.0.1 by default; kserve hard-codes 0.0.0.0, so the REST server class kserve instantiates is
@@ -25,20 +28,18 @@ swapped for a subclass that binds the configured host and serves this app).
 # (they are built per deployment in install_routes, not module globals).
 
 import argparse
-import asyncio
 import contextlib
 import json
 import time
-import uuid
 
 import orjson
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .backends import (
@@ -46,46 +47,43 @@ from .backends import (
     HTTP_REQUESTS,
     PREDICT_CALLS,
     Backend,
-    BackendTimeout,
     BackendUnavailable,
-    GenRequest,
-    GenResult,
     ModelNotFoundError,
-    PromptTooLong,
     RemoteBackend,
     ServingError,
     make_backend,
-    render_chatml,
 )
+from .chat import ReasoningSplitter, local_chat, proxy_chat, split_reasoning_text  # noqa: F401 - re-exported
+from .health import install_lifespan
+from .http import HTTPHygiene
 from .model import NERModel
+from .oip import install_v2_routes
 from .schemas import (
-    AssistantMessage,
-    ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
     ModelCard,
     ModelList,
     ServeSettings,
-    Usage,
     V1Response,
     V2InferResponse,
     validation_problems,
 )
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed JSON."},
+    400: {"model": ErrorResponse, "description": "Malformed JSON or an invalid field (param names it)."},
     404: {"model": ErrorResponse, "description": "Unknown model (param names the field)."},
+    408: {"model": ErrorResponse, "description": "Body not complete within body_timeout_s."},
     413: {"model": ErrorResponse, "description": "Body larger than max_body_bytes."},
-    415: {"model": ErrorResponse, "description": "Body not sent as JSON."},
-    422: {"model": ErrorResponse, "description": "Invalid field (param names it)."},
+    415: {"model": ErrorResponse, "description": "Body not sent as JSON, or an unsupported Content-Encoding."},
     503: {"model": ErrorResponse, "description": "Backend unavailable or overloaded."},
     504: {"model": ErrorResponse, "description": "Request or backend timeout."},
 }
 
-STATIC_PATHS = {"/", "/metrics", "/openapi.json", "/v1/models", "/v2", "/v2/models", "/v2/health/live", "/v2/health/ready"}
+STATIC_PATHS = {"/", "/metrics", "/openapi.json", "/v1/models", "/v2", "/v2/", "/v2/models", "/v2/health/live", "/v2/health/ready"}
 
-#: kserve routes removed from the app (never useful on this service, or 501-only).
+#: kserve routes removed from the app (never useful on this service, or 501-only); oip.py's own
+#: versioned routes of the same paths stay.
 DROPPED_ROUTES = {
     "/v1/models/{model_name}:explain",
     "/v2/repository/models/{model_name}/load",
@@ -124,7 +122,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
                               "invalid_request_error", "content-type")
     problems = validation_problems(errors)
     message = "; ".join(f"{p}: {m}" for p, m, _ in problems)
-    return error_response(422, message, "invalid_request_error", problems[0][0] if problems else "body")
+    return error_response(400, message, "invalid_request_error", problems[0][0] if problems else "body")
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -144,57 +142,26 @@ def _kserve_error(status: int, type_: str, param: str | None = None):
 # ------------------------------------------------------------------------------------ middleware
 
 
-class _BodyTooLarge(Exception):
-    pass
+class RequestMetrics:
+    """Pure ASGI middleware: request counts/latency by route template (limits are http.HTTPHygiene's)."""
 
-
-class MetricsAndLimits:
-    """Pure ASGI middleware: request counts/latency by route template; 413 over max_body_bytes."""
-
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app):
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = {"code": 500, "sent": False}
-        limit = self.max_body_bytes
-        too_large = False
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_large = int(value) > limit
-                except ValueError:
-                    too_large = False
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BodyTooLarge()
-            return message
+        status = {"code": 500}
 
         async def tracking_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                status["sent"] = True
             await send(message)
 
         try:
-            if too_large:
-                raise _BodyTooLarge()
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if status["sent"]:
-                raise
-            response = error_response(413, f"body: larger than max_body_bytes={limit}", "invalid_request_error", "body")
-            await response(scope, receive, tracking_send)
+            await self.app(scope, receive, tracking_send)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None)
@@ -208,86 +175,8 @@ class MetricsAndLimits:
 # ------------------------------------------------------------------------------------ OpenAI helpers
 
 
-class ReasoningSplitter:
-    """Streams text into (field, text) pieces: ``reasoning_content`` inside a leading think block,
-    ``content`` after it (what vLLM's reasoning parser does)."""
-
-    OPEN, CLOSE = "<think>", "</think>"
-
-    def __init__(self) -> None:
-        self.mode = "start"
-        self.buffer = ""
-        self.saw_think = False
-        self.reasoning_started = False
-        self.content_started = False
-
-    def feed(self, text: str) -> list[tuple[str, str]]:
-        self.buffer += text
-        out: list[tuple[str, str]] = []
-        while True:
-            if self.mode == "start":
-                head = self.buffer.lstrip()
-                if head.startswith(self.OPEN):
-                    self.buffer = head[len(self.OPEN):].lstrip("\n")
-                    self.mode = "reasoning"
-                    self.saw_think = True
-                    continue
-                if head and not self.OPEN.startswith(head):
-                    self.mode = "content"
-                    continue
-                return out
-            if self.mode == "reasoning":
-                if not self.reasoning_started:
-                    self.buffer = self.buffer.lstrip("\n")  # layout after <think>
-                if self.CLOSE in self.buffer:
-                    before, _, after = self.buffer.partition(self.CLOSE)
-                    before = before.rstrip("\n")  # layout before </think>
-                    if before:
-                        out.append(("reasoning_content", before))
-                    self.buffer = after
-                    self.mode = "content"
-                    continue
-                # Hold back what could be the start of </think>, and trailing newlines (layout if </think> follows).
-                keep = len(self.CLOSE) - 1
-                emit = self.buffer[:-keep] if len(self.buffer) > keep else ""
-                emit = emit.rstrip("\n")
-                if emit:
-                    self.reasoning_started = True
-                    out.append(("reasoning_content", emit))
-                    self.buffer = self.buffer[len(emit):]
-                return out
-            if self.saw_think and not self.content_started:
-                self.buffer = self.buffer.lstrip("\n")  # the newline after </think> is layout, not content
-            if self.buffer:
-                self.content_started = True
-                out.append(("content", self.buffer))
-                self.buffer = ""
-            return out
-
-    def flush(self) -> list[tuple[str, str]]:
-        out = []
-        if self.mode == "reasoning":
-            self.buffer = self.buffer.rstrip("\n") if self.reasoning_started else self.buffer.strip("\n")
-        if self.buffer:
-            out.append(("reasoning_content" if self.mode == "reasoning" else "content", self.buffer))
-            self.buffer = ""
-        return out
-
-
-def split_reasoning_text(text: str) -> tuple[str | None, str]:
-    splitter = ReasoningSplitter()
-    pieces = splitter.feed(text) + splitter.flush()
-    reasoning = "".join(t for f, t in pieces if f == "reasoning_content")
-    content = "".join(t for f, t in pieces if f == "content")
-    return (reasoning if splitter.saw_think else None), content
-
-
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
-
-
-def _sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -298,7 +187,7 @@ def install_routes(app: FastAPI, model: NERModel, dataplane: Any) -> None:
     settings = model.settings
     backend: Backend = model.backend
     M = model.models
-    V1Request, V2InferRequest = M.V1Request, M.V2InferRequest
+    V1Request = M.V1Request
 
     # The only valid name is published as an enum (clients and fuzzers see it); other names get 404.
     ModelName = Annotated[str, FastAPIPath(description="The served model's name.", json_schema_extra={"enum": [model.name]})]
@@ -315,48 +204,25 @@ def install_routes(app: FastAPI, model: NERModel, dataplane: Any) -> None:
         response, _ = await dataplane.infer(model_name=model_name, request=body, headers=dict(request.headers))
         return _json(response)
 
-    @app.post("/v2/models/{model_name}/infer", response_model=V2InferResponse, responses=ERROR_RESPONSES, tags=["V2"],
-              summary="Extract entities (Open Inference Protocol)", operation_id="v2_infer")
-    async def v2_infer(model_name: ModelName, body: V2InferRequest, request: Request) -> Response:  # type: ignore[valid-type]
-        from kserve.protocol.infer_type import InferRequest
-        from kserve.protocol.rest.v2_datamodels import InferenceRequest
-
-        check_model(model_name)
-        PREDICT_CALLS.labels("v2").inc()
-        infer_request = InferRequest.from_inference_request(
-            InferenceRequest.model_validate(body.model_dump(exclude_none=True)), model_name)
-        response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=dict(request.headers))
-        rest, _ = response.to_rest()
-        return _json(rest)
-
-    # kserve's health/metadata routes take an optional model_version that only ever answers 501;
-    # these typed equivalents shadow them.
-    from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse, ModelReadyResponse
-
     @app.get("/v1/models/{model_name}", tags=["V1"], operation_id="v1_model_ready", responses=ERROR_RESPONSES)
-    async def v1_model_ready(model_name: ModelName) -> dict[str, Any]:
+    async def v1_model_ready(model_name: ModelName) -> dict[str, Any]:  # type: ignore[valid-type]
         check_model(model_name)
-        if not await dataplane.model_ready(model_name):
-            raise BackendUnavailable(f"model {model_name!r} is not ready")
+        if not await model.serving_ready():
+            raise BackendUnavailable(f"model {model_name!r} is not ready: {model.readiness.why_not()}")
         return {"name": model_name, "ready": True}
 
-    @app.get("/v2/models/{model_name}", response_model=ModelMetadataResponse, tags=["V2"], operation_id="v2_model_metadata",
-             responses=ERROR_RESPONSES)
-    async def v2_model_metadata(model_name: ModelName) -> ModelMetadataResponse:
-        check_model(model_name)
-        return ModelMetadataResponse.model_validate(await dataplane.model_metadata(model_name))
-
-    @app.get("/v2/models/{model_name}/ready", response_model=ModelReadyResponse, tags=["V2"], operation_id="v2_model_ready",
-             responses=ERROR_RESPONSES)
-    async def v2_model_ready(model_name: ModelName) -> ModelReadyResponse:
-        check_model(model_name)
-        if not await dataplane.model_ready(model_name):
-            raise BackendUnavailable(f"model {model_name!r} is not ready")
-        return ModelReadyResponse(name=model_name, ready=True)
+    # Every /v2 route (metadata, readiness, infer; with and without a version): the OIP's, in oip.py.
+    install_v2_routes(app, model, dataplane, app.version)
 
     @app.get("/openai/v1/models", response_model=ModelList, tags=["OpenAI"], operation_id="openai_models")
     async def openai_models() -> ModelList:
         return ModelList(data=[ModelCard(id=model.name, created=int(model.created))])
+
+    @app.get("/openai/v1/models/{model_id}", response_model=ModelCard, tags=["OpenAI"], operation_id="openai_model",
+             responses=ERROR_RESPONSES)
+    async def openai_model(model_id: str) -> ModelCard:  # the openai client's models.retrieve
+        check_model(model_id, "model")
+        return ModelCard(id=model.name, created=int(model.created))
 
     @app.post("/openai/v1/chat/completions", response_model=ChatCompletion, tags=["OpenAI"], operation_id="openai_chat",
               responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {"description": "SSE chat.completion.chunk objects, then [DONE]"}}}})
@@ -364,117 +230,8 @@ def install_routes(app: FastAPI, model: NERModel, dataplane: Any) -> None:
         check_model(body.model, "model")
         PREDICT_CALLS.labels("openai").inc()
         if isinstance(backend, RemoteBackend):
-            return await _proxy_chat(backend, model.name, await request.json(), body.stream)
-        max_tokens = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
-        gen = GenRequest(
-            render_chatml([{"role": m.role, "content": m.text()} for m in body.messages]), max_tokens,
-            temperature=body.temperature or 0.0, top_p=body.top_p or 1.0, stop=body.stop_list(),
-        )
-        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if not body.stream:
-            try:
-                result = await asyncio.wait_for(backend.generate(gen), settings.request_timeout_s)
-            except PromptTooLong as exc:
-                exc.param = "messages"
-                raise
-            except TimeoutError as exc:
-                raise BackendTimeout(f"the request took longer than request_timeout_s={settings.request_timeout_s:g} s") from exc
-            reasoning, content = split_reasoning_text(result.text)
-            return ChatCompletion(
-                id=cid, created=created, model=model.name,
-                choices=[ChatChoice(index=0, message=AssistantMessage(content=content, reasoning_content=reasoning),
-                                    finish_reason="length" if result.finish_reason == "length" else "stop")],
-                usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                            total_tokens=result.prompt_tokens + result.completion_tokens),
-            )
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = backend.stream(gen)
-        deadline = time.monotonic() + settings.request_timeout_s
-        try:  # the first event: errors before any byte is sent still get a proper status
-            first = await asyncio.wait_for(events.__anext__(), settings.request_timeout_s)
-        except PromptTooLong as exc:
-            exc.param = "messages"
-            raise
-        except TimeoutError as exc:
-            await events.aclose()
-            raise BackendTimeout(f"no token within request_timeout_s={settings.request_timeout_s:g} s") from exc
-        return StreamingResponse(_local_stream(events, first, cid, created, model.name, include_usage, deadline),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-async def _local_stream(events: AsyncIterator[str | GenResult], first: str | GenResult, cid: str, created: int,
-                        name: str, include_usage: bool, deadline: float) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    splitter = ReasoningSplitter()
-    yield _sse(chunk({"role": "assistant", "content": ""}))
-    final: GenResult | None = None
-    try:
-        event: str | GenResult | None = first
-        while event is not None:
-            if isinstance(event, GenResult):
-                final = event
-                break
-            for field, text in splitter.feed(event):
-                yield _sse(chunk({field: text}))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            event = await asyncio.wait_for(events.__anext__(), remaining)
-    except (TimeoutError, StopAsyncIteration, ServingError) as exc:
-        status, kind, message = (504, "timeout_error", "request_timeout_s exceeded while streaming") if isinstance(exc, TimeoutError) \
-            else (503, "backend_error", str(exc) or "stream ended early")
-        if isinstance(exc, ServingError):
-            status, kind = exc.status, exc.type
-        yield _sse(error_body(status, message, kind))
-        yield b"data: [DONE]\n\n"
-        return
-    finally:
-        await events.aclose()
-    for field, text in splitter.flush():
-        yield _sse(chunk({field: text}))
-    assert final is not None
-    yield _sse(chunk({}, "length" if final.finish_reason == "length" else "stop"))
-    if include_usage:
-        usage = {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.completion_tokens,
-                 "total_tokens": final.prompt_tokens + final.completion_tokens}
-        yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": name, "choices": [], "usage": usage})
-    yield b"data: [DONE]\n\n"
-
-
-async def _proxy_chat(backend: RemoteBackend, name: str, raw: dict[str, Any], stream: bool):
-    """Forward an OpenAI chat request verbatim to the remote server (model name swapped both ways)."""
-    raw = dict(raw)
-    raw["model"] = backend.model
-    if not stream:
-        data = await backend.proxy_json("/chat/completions", raw)
-        data["model"] = name
-        return JSONResponse(data)
-    chunks = backend.proxy_stream("/chat/completions", raw)
-    try:  # errors before the first byte keep their HTTP status
-        first: dict[str, Any] | None = await chunks.__anext__()
-    except StopAsyncIteration:
-        first = None
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            item = first
-            while item is not None:
-                item["model"] = name
-                yield _sse(item)
-                try:
-                    item = await chunks.__anext__()
-                except StopAsyncIteration:
-                    item = None
-        except ServingError as exc:
-            yield _sse(error_body(exc.status, exc.message, exc.type))
-        finally:
-            await chunks.aclose()
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return await proxy_chat(backend, settings, model.name, await request.json(), body, request.headers)
+        return await local_chat(backend, settings, model.name, body, request.headers)
 
 
 # ------------------------------------------------------------------------------------ assembly
@@ -487,7 +244,8 @@ def _prune_routes(app: FastAPI) -> None:
     seen: set[tuple[str, frozenset[str]]] = set()
 
     def keep(path: str | None, route: Any) -> bool:
-        if path in DROPPED_ROUTES:
+        ours = getattr(getattr(route, "endpoint", None), "__module__", "").startswith("reasoning_ner.")
+        if path in DROPPED_ROUTES and not ours:
             return False
         methods = getattr(route, "methods", None)
         if path is None or methods is None:
@@ -519,7 +277,7 @@ def _prune_routes(app: FastAPI) -> None:
 def assemble(app: FastAPI, model: NERModel, rest_server: Any) -> FastAPI:
     """Put our routes, kserve's routes (through its RESTServer), handlers and middleware on ``app``."""
     install_routes(app, model, rest_server.dataplane)
-    # kserve's own middleware only logs a timing line per request; MetricsAndLimits replaces it.
+    # kserve's own middleware only logs a timing line per request; RequestMetrics replaces it.
     rest_server._register_endpoints(app)
     rest_server._add_exception_handlers(app)
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
@@ -531,9 +289,13 @@ def assemble(app: FastAPI, model: NERModel, rest_server: Any) -> FastAPI:
     app.add_exception_handler(InvalidInput, _kserve_error(400, "invalid_request_error", "body"))
     app.add_exception_handler(ModelNotReady, _kserve_error(503, "backend_error"))
     app.add_exception_handler(ServerNotReady, _kserve_error(503, "backend_error"))
-    app.add_middleware(MetricsAndLimits, max_body_bytes=model.settings.max_body_bytes)
+    app.add_middleware(HTTPHygiene, app_routes=app, settings=model.settings)  # inside the metrics: they count its 4xx
+    app.add_middleware(RequestMetrics)
+    install_lifespan(app, model.readiness)  # upstream probing runs while the server does
     _prune_routes(app)
     _document_everything(app)
+    from .auth import install_auth  # optional API keys: every route but health and /metrics (serving/auth.py)
+    install_auth(app, model.settings)
     return app
 
 
@@ -542,8 +304,9 @@ def _document_everything(app: FastAPI) -> None:
     unknown model, 503 when not ready, our 4xx for bodies) and /metrics as text/plain."""
     from fastapi.openapi.utils import get_openapi
 
-    def error(description: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    def error(description: str, path: str = "") -> dict[str, Any]:
+        shape = "V2ErrorResponse" if path == "/v2" or path.startswith("/v2/") else "ErrorResponse"  # http.py shapes /v2
+        return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -552,14 +315,16 @@ def _document_everything(app: FastAPI) -> None:
         for path, operations in spec.get("paths", {}).items():
             for method, op in operations.items():
                 responses = op.setdefault("responses", {})
+                responses.pop("422", None)  # FastAPI's default; validation errors are 400 here
                 if "{model_name}" in path:
-                    responses.setdefault("404", error("No model of that name."))
+                    responses.setdefault("404", error("No model of that name.", path))
                 if path.endswith("/ready") or "{model_name}" in path:
-                    responses.setdefault("503", error("The model (or its backend) is not ready."))
+                    responses.setdefault("503", error("The model (or its backend) is not ready.", path))
                 if method in ("post", "put"):
-                    for code, text in (("400", "Malformed JSON."), ("413", "Body too large."), ("415", "Body not JSON."),
-                                       ("422", "Invalid field (param names it).")):
-                        responses.setdefault(code, error(text))
+                    for code, text in (("400", "Malformed JSON, invalid UTF-8, JSON too deep or an invalid field."),
+                                       ("408", "Body not complete within body_timeout_s."), ("413", "Body too large."),
+                                       ("415", "Body not JSON, or a Content-Encoding other than gzip.")):
+                        responses.setdefault(code, error(text, path))
         metrics = spec.get("paths", {}).get("/metrics", {}).get("get")
         if metrics is not None:
             metrics["responses"]["200"] = {"description": "Prometheus text exposition.",
