@@ -19,7 +19,9 @@ The path a model takes on a cluster, step by step, with the session's model trai
    only where it must be to run here: bind host, port and the predictor's address.
 5. Through the transformer, a V1 predict and an ``openai`` chat return grounded entities on
    held-out sentences where the model found a correct entity offline, and exactly the entities
-   its offline greedy generation gave: the served model is the promoted one.
+   its offline greedy generation gave: the served model is the promoted one. (The V1 route asks the
+   predictor for the answer schema, ``response_format``; on an answer already valid under it the
+   grammar must change nothing, which this test also checks.)
 """
 
 from __future__ import annotations

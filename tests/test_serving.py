@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
@@ -386,9 +387,16 @@ def test_garbage_gives_empty_entities_and_a_parse_error(garbage: str) -> None:
 
 
 def test_answer_schema_is_restricted_to_the_labels() -> None:
-    schema = answer_json_schema(["person", "location"])
-    assert set(schema["properties"]["entities"]["properties"]) == {"person", "location"}
-    assert schema["properties"]["entities"]["additionalProperties"] is False
+    schema = answer_json_schema(["person", "location", "musical artist", "a.b (c)"])
+    entities = schema["properties"]["entities"]
+    assert entities["additionalProperties"] is False and "properties" not in entities  # no imposed key order
+    (pattern,) = entities["patternProperties"]
+    for label in ("person", "location", "musical artist", "a.b (c)"):
+        jsonschema.validate({"entities": {label: ["x"]}}, schema)
+    for bad in ("date", "persons", "musical", "a-b (c)", "axb (c)", ""):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"entities": {bad: ["x"]}}, schema)
+    jsonschema.validate({"entities": {"location": ["x"], "person": ["y"]}}, schema)  # either order
 
 
 # ------------------------------------------------------------------------------------- batching

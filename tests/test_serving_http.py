@@ -34,6 +34,7 @@ from fastapi.testclient import TestClient
 from reasoning_ner.config import TinyModelConfig
 from reasoning_ner.modeling import init_tiny
 from reasoning_ner.serving import ServeSettings, build_app, build_model
+from reasoning_ner.serving.schemas import answer_json_schema
 
 SMALL = TinyModelConfig(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=2, max_position_embeddings=512)
@@ -313,8 +314,7 @@ def test_remote_chat_with_structured_output_and_reasoning_content(stub) -> None:
     ((kind, body),) = stub.requests
     assert kind == "chat" and body["model"] == "ner-llm" and body["temperature"] == 0
     schema = body["response_format"]["json_schema"]["schema"]
-    assert set(schema["properties"]["entities"]["properties"]) == {"person", "location"}
-    assert schema["properties"]["entities"]["additionalProperties"] is False
+    assert schema == answer_json_schema(["person", "location"])
 
 
 @pytest.mark.parametrize("mode,key", [("structured_outputs", "structured_outputs"), ("guided_json", "guided_json"), ("none", None)])

@@ -36,7 +36,7 @@ from reasoning_ner.serving.backends import GenRequest, GenResult, TransformersBa
 from reasoning_ner.serving.constrained import response_format_grammar
 from pydantic import TypeAdapter
 
-from reasoning_ner.serving.schemas import ResponseFormat
+from reasoning_ner.serving.schemas import ResponseFormat, answer_json_schema
 from tests.serving_live import NAME, SMALL, free_port, uvicorn_server
 
 PROMPT = chatml("Hello there, who are you?")
@@ -441,3 +441,26 @@ def test_remote_without_structured_output_refuses_response_format() -> None:
         assert "remote_structured_output" in r.json()["error"]["message"] and up.bodies == []
         ok = client.post("/openai/v1/chat/completions", json={"model": NAME, "messages": MSG, "response_format": {"type": "text"}})
         assert ok.status_code == 200 and up.bodies[-1]["response_format"] == {"type": "text"}
+
+
+def test_the_answer_schema_lets_the_model_write_labels_in_its_own_order(backend) -> None:
+    """Grammar engines emit ``properties`` in the schema's order; the answer schema must not impose one
+    (the model writes labels in order of first mention), and still refuses a label it was not offered."""
+    import llguidance
+    import llguidance.hf
+
+    fmt = TypeAdapter(ResponseFormat).validate_python(
+        {"type": "json_schema", "json_schema": {"name": "ner_answer", "schema": answer_json_schema(["location", "person"])}})
+    g = response_format_grammar(fmt)
+    tokenizer = llguidance.hf.from_tokenizer(backend.tokenizer)
+
+    def accepts(text: str) -> bool:
+        matcher = llguidance.LLMatcher(tokenizer, g)
+        ok = matcher.consume_tokens(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return bool(ok) and not matcher.is_error() and matcher.is_accepting()
+
+    assert accepts('{"entities": {"person": ["Ada"], "location": ["London"]}}')
+    assert accepts('{"entities": {"location": ["London"], "person": ["Ada"]}}')
+    assert accepts('{"entities": {}}')
+    assert not accepts('{"entities": {"date": ["1815"]}}')
+    assert not accepts('{"entities": {"persons": ["Ada"]}}')

@@ -542,19 +542,35 @@ class ModelList(BaseModel):
 
 
 def answer_json_schema(labels: list[str]) -> dict[str, Any]:
-    """JSON schema of the answer ``{"entities": {label: [span, ...]}}`` restricted to ``labels``."""
+    """JSON schema of the answer ``{"entities": {label: [span, ...]}}`` restricted to ``labels``.
+
+    The labels are a ``patternProperties`` alternative, not ``properties``: grammar engines (llguidance,
+    xgrammar) emit ``properties`` in the schema's order, while the model writes its labels in the order of
+    their first mention (the training layout). Forcing the schema's order turned a correct
+    ``{"person": [...], "location": [...]}`` into every span under ``person``."""
     return {
         "type": "object",
         "properties": {
             "entities": {
                 "type": "object",
-                "properties": {label: {"type": "array", "items": {"type": "string"}} for label in labels},
+                "patternProperties": {label_pattern(labels): {"type": "array", "items": {"type": "string"}}},
                 "additionalProperties": False,
             }
         },
         "required": ["entities"],
         "additionalProperties": False,
     }
+
+
+#: Characters with a meaning in ECMA/Rust regular expressions (``re.escape`` also escapes spaces, which
+#: Rust's regex refuses outside verbose mode).
+_REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}/-")
+
+
+def label_pattern(labels: list[str]) -> str:
+    """An anchored regex matching exactly the given labels."""
+    escaped = ("".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in label) for label in labels)
+    return f"^({'|'.join(escaped)})$"
 
 
 def validation_problems(exc: ValidationError | list[dict[str, Any]]) -> list[tuple[str, str, str]]:
