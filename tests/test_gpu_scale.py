@@ -24,10 +24,10 @@ def bench():
 @pytest.fixture
 def fake_cuda(monkeypatch: pytest.MonkeyPatch):
     """resolve_runtime as on a bf16 GPU with every optional package installed."""
-    from reasoning_ner.training import sft
+    from reasoning_ner.training import runtime, sft
 
-    monkeypatch.setattr(sft, "_cuda_bf16", lambda: True)
-    monkeypatch.setattr(sft, "_installed", lambda module: True)
+    monkeypatch.setattr(runtime, "_cuda_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "_installed", lambda module: True)
     return sft
 
 
@@ -139,10 +139,10 @@ def test_fp32_master_adamw_matches_fp32_adamw() -> None:
 
 def test_missing_liger_fails_early_naming_option_and_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from reasoning_ner.records import NERRecord, write_jsonl
-    from reasoning_ner.training import sft
+    from reasoning_ner.training import runtime, sft
 
-    real = sft._installed
-    monkeypatch.setattr(sft, "_installed", lambda module: False if module == "liger_kernel" else real(module))
+    real = runtime._installed
+    monkeypatch.setattr(runtime, "_installed", lambda module: False if module == "liger_kernel" else real(module))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cfg = load_config(profile="qwen3-1.7b", overrides=["sft.use_liger_kernel=true"])
     with pytest.raises(ConfigError, match=r"sft\.use_liger_kernel.*liger-kernel"):

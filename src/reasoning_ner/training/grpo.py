@@ -61,6 +61,7 @@ from ..parsing import parse_answer
 from ..records import NERRecord, write_json
 from ..rewards import build_reward_funcs, gold_pairs, reward_breakdown
 from .rl_data import build_rl_dataset
+from .runtime import deepspeed_launch, last_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import TrainerCallback
@@ -487,7 +488,7 @@ def train_grpo(
     # fp32 master weights for full fine-tuning (bf16 then runs as autocast), as SFT does; LoRA and
     # DeepSpeed (which keeps its own fp32 copy) load model.dtype.
     dtype = cfg.model.dtype
-    if device == "cpu" or (cfg.grpo.finetune == "full" and not _deepspeed_launch()):
+    if device == "cpu" or (cfg.grpo.finetune == "full" and not deepspeed_launch()):
         dtype = "float32"
     model, tokenizer = load_model_and_tokenizer(sft_model_dir, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
     reward_funcs, weights = build_reward_funcs(cfg.grpo, tokenizer)
@@ -519,7 +520,7 @@ def train_grpo(
     if zero3 and cfg.grpo.finetune == "lora":
         raise GRPOError("grpo.finetune=lora with DeepSpeed ZeRO-3 is not supported (merging needs full weights)")
     train_started = time.perf_counter()
-    resume_from = _last_checkpoint(output_dir / "checkpoints") if resume else None
+    resume_from = last_checkpoint(output_dir / "checkpoints") if resume else None
     result = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - train_started
 
@@ -588,16 +589,6 @@ def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
     if (p / "model" / "config.json").is_file():
         return p / "model"
     raise GRPOError(f"{p} is not a model directory (no config.json in it or in {p / 'model'}); pass the SFT output")
-
-
-def _deepspeed_launch() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes")
-
-
-def _last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
 
 
 # --------------------------------------------------------------------------------------- main
