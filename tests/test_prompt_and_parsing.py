@@ -7,7 +7,7 @@ import json
 import pytest
 
 from reasoning_ner.config import PromptConfig
-from reasoning_ner.parsing import parse_answer, split_reasoning
+from reasoning_ner.parsing import parse_answer, split_reasoning, structural_chars
 from reasoning_ner.prompt import chat_example, chatml, messages, render_answer, render_prompt, render_target
 from reasoning_ner.records import Entity, NERRecord
 
@@ -117,3 +117,11 @@ def test_split_reasoning_variants() -> None:
     assert split_reasoning("a</think>b") == ("a", "b")  # template opened the think block
     assert split_reasoning("<think>cut off") == ("cut off", "")
     assert split_reasoning("plain") == ("", "plain")
+
+
+def test_structural_chars_skip_strings_and_escapes() -> None:
+    text = 'x {"a}": "q\\"}{", "b": [1]} y'
+    outside = "".join(ch for _, ch in structural_chars(text))
+    assert outside == "x {: , : [1]} y"  # braces inside strings, escaped quotes included, are not structure
+    assert [i for i, ch in structural_chars(text) if ch in "{}"] == [2, len(text) - 3]
+    assert "".join(ch for _, ch in structural_chars(text, start=text.index("["))) == "[1]} y"

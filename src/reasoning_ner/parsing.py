@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,23 +59,33 @@ def split_reasoning(text: str) -> tuple[str, str]:
     return "", text
 
 
+def structural_chars(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(index, character) of every character of ``text[start:]`` outside JSON strings (quotes and
+    string contents skipped, backslash escapes honoured): the one string-aware scanner that finding an
+    answer's object and closing a truncated one both use."""
+    in_str = escape = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_str:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        else:
+            yield i, ch
+
+
 def _first_json_object(text: str) -> str | None:
     """The first balanced ``{...}`` in text, respecting strings; None if there is none."""
     start = text.find("{")
     while start != -1:
-        depth, in_str, escape = 0, False, False
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_str:
-                if escape:
-                    escape = False
-                elif ch == "\\":
-                    escape = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            elif ch == "{":
+        depth = 0
+        for i, ch in structural_chars(text, start):
+            if ch == "{":
                 depth += 1
             elif ch == "}":
                 depth -= 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ..grounding import ground
 from ..labels import clean_label
-from ..parsing import parse_answer
+from ..parsing import parse_answer, structural_chars
 from ..prompt import THINK_CLOSE, THINK_OPEN, chatml
 from .backends import (
     PARSE_FAILURES,
@@ -113,26 +113,14 @@ def close_truncated_json(answer: str, max_tries: int = 64) -> str | None:
     for cut in cuts:
         prefix = text[: cut + 1]
         stack: list[str] = []
-        in_str = escape = False
-        for ch in prefix:
-            if in_str:
-                if escape:
-                    escape = False
-                elif ch == "\\":
-                    escape = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            elif ch in "{[":
+        for _, ch in structural_chars(prefix):
+            if ch in "{[":
                 stack.append("}" if ch == "{" else "]")
             elif ch in "}]":
                 if not stack or stack.pop() != ch:
                     break
         else:
-            if in_str:
-                continue
-            candidate = prefix + "".join(reversed(stack))
+            candidate = prefix + "".join(reversed(stack))  # a prefix cut inside a string does not parse
             try:
                 json.loads(candidate)
             except json.JSONDecodeError:
