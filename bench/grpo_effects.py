@@ -48,7 +48,7 @@ from reasoning_ner.rewards import length_penalty  # noqa: E402
 SFT_SEED = 0
 HELDOUT_N = 100
 HELDOUT_SEED = 1234
-#: Both experiments run the tiny-cpu profile's GRPO settings (config.py) unchanged; ``--set`` adds
+#: Both experiments run the tiny-cpu profile's GRPO settings (config/) unchanged; ``--set`` adds
 #: overrides when exploring (recorded in the results).
 GRPO_OVERRIDES: list[str] = []
 LENGTH_WEIGHT = 8.0

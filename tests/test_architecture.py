@@ -41,3 +41,30 @@ def test_the_check_sees_an_offending_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from kubernetes import client\n    import kfp.dsl\n")
     assert {m.split(".")[0] for m in imported_modules(bad)} == {"kubernetes", "kfp"}
+
+
+def relative_imports(path: Path) -> set[str]:
+    """Package-relative imports resolved to ``reasoning_ner``'s first-level names (``k8s``, ``config``)."""
+    package = path.relative_to(LIBRARY).parent.parts
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            parts = list(base) + (node.module.split(".") if node.module else [a.name for a in node.names][:1])
+            if parts:
+                names.add(parts[0])
+    return names
+
+
+def test_the_configuration_imports_only_the_base_layer() -> None:
+    """config/ sits below k8s/ and the stages: profiles carry their serving values themselves."""
+    files = sorted((LIBRARY / "config").rglob("*.py"))
+    assert files, "src/reasoning_ner/config/ is missing"
+    base = {"config", "records", "labels", "images", "lineage"}
+    offenders = {f"{p.relative_to(LIBRARY)} imports {m}" for p in files for m in relative_imports(p) - base}
+    assert offenders == set()
+
+
+def test_relative_imports_are_resolved_to_their_package() -> None:
+    nested = LIBRARY / "k8s" / "rollout.py"
+    assert {"config", "k8s"} <= relative_imports(nested)

@@ -163,7 +163,7 @@ def test_image_specific_choices() -> None:
     assert "HEALTHCHECK NONE" in cpu and "HEALTHCHECK NONE" in gpu
     assert "configs" in gpu, "the accelerate/DeepSpeed config must be in the training image"
     # KServe runs the transformer as UID 1000 with a read-only root file system.
-    from reasoning_ner.k8s.inference_service import TransformerSettings
+    from reasoning_ner.config.serving import TransformerSettings
 
     assert f"USER {TransformerSettings().run_as_user}" in serve
 

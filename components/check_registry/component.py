@@ -19,7 +19,7 @@ def check_registry(registry_uri: str) -> str:
     Returns:
         The URI the first promoted version would be served from.
     """
-    from reasoning_ner.k8s.inference_service import validate_storage_uri
+    from reasoning_ner.config.serving import validate_storage_uri
     from reasoning_ner.promotion import Registry
 
     registry = Registry(registry_uri)

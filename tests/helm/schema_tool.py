@@ -54,7 +54,7 @@ def _image(description: str, allow_empty: bool = False) -> dict[str, Any]:
 
 def serving_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """(the `serving` property schema, its definitions) from ServingSettings."""
-    from reasoning_ner.k8s.inference_service import STORAGE_URI_RE, ServingSettings
+    from reasoning_ner.config.serving import STORAGE_URI_RE, ServingSettings
 
     raw = ServingSettings.model_json_schema(by_alias=True, mode="validation")
     defs = _strip(raw.pop("$defs"))

@@ -11,9 +11,8 @@
   only, so importing this package pulls in neither the client nor jsonschema).
 """
 
+from ..config.serving import ServingSettings, ServingSettingsError, validate_storage_uri
 from .inference_service import (
-    ServingSettings,
-    ServingSettingsError,
     build_inference_service,
     build_network_policies,
     build_objects,
@@ -21,7 +20,6 @@ from .inference_service import (
     build_scaled_objects,
     build_service_account,
     check_single_autoscaler,
-    validate_storage_uri,
 )
 from .manifests import OVERLAYS, generate_manifests, overlay_settings, stale_manifests
 

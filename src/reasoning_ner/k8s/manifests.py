@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import yaml
 
+from ..config.serving import CPU_SMOKE_VALUES, ServingSettings
 from .inference_service import (
-    ServingSettings,
     build_objects,
     build_s3_secret_placeholder,
 )
@@ -47,27 +47,6 @@ def _standard_keda() -> ServingSettings:
 
 def _standard_external_keda() -> ServingSettings:
     return ServingSettings(mode="standard", autoscaler="external")
-
-
-#: The cpu-smoke overlay: no GPU, the tiny local model from MinIO, the Hugging Face (transformers)
-#: backend. Also the natural ``deploy.serving`` values of the tiny-cpu profile.
-CPU_SMOKE_VALUES: dict[str, Any] = {
-    "mode": "standard",
-    "autoscaler": "none",
-    "storage": {"storage_uri": "s3://reasoning-ner/models/tiny-cpu/champion",
-                "s3_endpoint": "minio.minio.svc.cluster.local:9000", "s3_use_https": False, "s3_verify_ssl": False},
-    "predictor": {
-        "image": "kserve/huggingfaceserver:v0.21.0",
-        "backend": "huggingface", "reasoning_parser": None, "dtype": "float32",
-        "max_model_len": 1024, "max_num_seqs": None, "gpus": 0, "tolerations": [], "node_selector": {},
-        "resources": {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"},
-        "startup_probe": {"path": "/v2/health/ready", "period_seconds": 5, "timeout_seconds": 3, "failure_threshold": 60},
-        "cache_size_limit": "2Gi", "tmp_size_limit": "1Gi", "termination_grace_period_seconds": 30,
-    },
-    "transformer": {"profile": "tiny-cpu", "request_timeout_s": 120,
-                    "resources": {"cpu_request": "250m", "cpu_limit": "1", "memory_request": "512Mi", "memory_limit": "1Gi"}},
-    "scaling": {"min_replicas": 1, "max_replicas": 1},
-}
 
 
 def _cpu_smoke() -> ServingSettings:

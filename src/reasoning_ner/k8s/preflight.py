@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .inference_service import parse_quantity
+from ..config.serving import parse_quantity
 from .kfp_backend import MIN_KFP_BACKEND_VERSION, missing_features, version_tuple
 from .kserve_credentials import (
     AWS_ENDPOINT_URL,

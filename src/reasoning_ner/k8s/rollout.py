@@ -23,7 +23,6 @@ The Kubernetes client is imported inside the functions that talk to a cluster.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
@@ -31,12 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config.serving import ServingSettings, validate_storage_uri
 from .inference_service import (
     DEPLOYMENT_MODE,
     MODEL_VERSION_ANNOTATION,
-    ServingSettings,
     build_inference_service,
-    validate_storage_uri,
 )
 from .kubeapi import KubeAPIError, KubeClient, NotFound, default_access
 

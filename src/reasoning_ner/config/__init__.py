@@ -16,8 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .k8s.inference_service import ServingSettings
-from .k8s.manifests import CPU_SMOKE_VALUES
+from .serving import CPU_SMOKE_VALUES, ServingSettings
 
 #: The zero-shot evaluation datasets. Named once here; no stage may train on them.
 ZERO_SHOT_DATASETS: tuple[str, ...] = (
