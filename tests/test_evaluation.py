@@ -15,7 +15,7 @@ from reasoning_ner.config import load_config
 from reasoning_ner.evaluation import TABLE1, evaluate, sample_records
 from reasoning_ner.inference import Generation, TransformersEngine, VLLMEngine, make_engine, predict, vllm_available
 from reasoning_ner.modeling import init_tiny
-from reasoning_ner.records import Entity, NERRecord, write_jsonl
+from reasoning_ner.records import Entity, NERRecord, RecordError, read_records, write_jsonl
 
 runner = CliRunner()
 
@@ -170,6 +170,40 @@ def test_suite_metrics_on_hand_built_predictions_and_report_files(tmp_path: Path
     assert f"{TABLE1['ReasoningNER-8B']['mit_movie']:.1f}" in md
     rows = [json.loads(line) for line in (out / "predictions-supervised.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} == {"c1", "c2"} and rows[0]["entities"][0]["text"] == "Ada"
+
+
+def test_each_prediction_is_parsed_and_grounded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite scores predict's rows as they are; scoring the raw outputs gives the same numbers."""
+    import reasoning_ner.inference as inference
+    import reasoning_ner.scoring as scoring
+
+    calls = {"parse": 0, "ground": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **kw):
+            calls[name] += 1
+            return fn(*a, **kw)
+        return wrapper
+
+    for module in (inference, scoring):
+        monkeypatch.setattr(module, "parse_answer", counted("parse", module.parse_answer))
+        monkeypatch.setattr(module, "ground", counted("ground", module.ground))
+    cfg = load_config(overrides=["data.zero_shot_datasets=[mit_movie]", "eval.supervised_datasets=[conll2003]"])
+    engine = ScriptedEngine({
+        "Ada met Bob in Paris .": '<think>x</think>{"entities": {"person": ["Ada", "Bob", "Carl"], "location": ["Paris"]}}',
+        "ACME rose .": "not json",
+        "films by nolan": '{"entities": {"director": ["nolan"]}}',
+    })
+    data = _prepared(tmp_path)
+    report = evaluate(engine, cfg, ["supervised"], data, tmp_path / "eval", "scripted", {})
+    assert calls == {"parse": 2, "ground": 2}, "one parse and one grounding per sentence"
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions-supervised.jsonl").read_text().splitlines()]
+    gold = [r for r in read_records(data / "conll2003" / "test.jsonl")]
+    from_raw = scoring.score_predictions(gold, {r["id"]: {"id": r["id"], "output": r["output"]} for r in rows})
+    assert from_raw["datasets"]["conll2003"]["paper"] == report["suites"]["supervised"]["datasets"]["conll2003"]["paper"]
+    assert from_raw["datasets"]["conll2003"]["strict"] == report["suites"]["supervised"]["datasets"]["conll2003"]["strict"]
+    with pytest.raises(RecordError, match="'answer' must map labels"):
+        scoring.score_predictions(gold, {"c1": {"id": "c1", "answer": ["Ada"], "parse_error": None, "entities": []}})
 
 
 def test_sampling_is_deterministic() -> None:

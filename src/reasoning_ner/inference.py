@@ -40,10 +40,30 @@ class InferenceEngine(Protocol):
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]: ...
 
 
-class TransformersEngine:
-    """Greedy batched generation with a Hugging Face causal LM."""
+def stop_token_ids(tokenizer: Any, stop_token: str = IM_END) -> list[int]:
+    """Token ids that end a generation: ``stop_token`` (``<|im_end|>``) and the tokenizer's eos."""
+    ids: list[int] = []
+    for candidate in (tokenizer.convert_tokens_to_ids(stop_token), tokenizer.eos_token_id):
+        if isinstance(candidate, int) and candidate >= 0 and candidate != tokenizer.unk_token_id and candidate not in ids:
+            ids.append(candidate)
+    if not ids:
+        raise ValueError(f"tokenizer has neither {stop_token!r} nor an eos token to stop generation at")
+    return ids
 
-    def __init__(self, model_dir: str, batch_size: int = 32, device: str | None = None, dtype: str = "auto", model=None, tokenizer=None):
+
+class TransformersEngine:
+    """Greedy batched generation with a Hugging Face causal LM: the project's one generation loop.
+
+    Evaluation, the SFT/GRPO learning checks (:mod:`training.generate`) and the in-process server
+    all decode here, so the F1 seen during training and the evaluation's F1 read the same text:
+    prompts tokenized as rendered (the ChatML string carries every special token), left-padded,
+    longest first (a batch that does not fit fails at once), cut at the first stop token and decoded
+    without special tokens, as vLLM returns text (``<think>`` tags are ordinary tokens, so they stay).
+    Batched and one-by-one greedy output are the same (tests/test_evaluation.py).
+    """
+
+    def __init__(self, model_dir: str, batch_size: int = 32, device: str | None = None, dtype: str = "auto",
+                 model: Any = None, tokenizer: Any = None, stop_token: str = IM_END):
         import torch
 
         from .modeling import load_model_and_tokenizer
@@ -51,52 +71,65 @@ class TransformersEngine:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if model is None or tokenizer is None:
             model, tokenizer = load_model_and_tokenizer(model_dir, dtype=dtype, device=self.device)
-        self.model, self.tokenizer = model.eval(), tokenizer
-        self.tokenizer.padding_side = "left"
+            model.eval()
+        self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size
         self.name = f"transformers:{model_dir}"
-        self.stop_ids = [i for i in {self.tokenizer.convert_tokens_to_ids(IM_END), self.tokenizer.eos_token_id} if i is not None and i >= 0]
+        self.stop_ids = stop_token_ids(tokenizer, stop_token)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any, batch_size: int = 32, stop_token: str = IM_END) -> TransformersEngine:
+        """An engine over a model already in memory (a trainer's), left in the mode it was in."""
+        return cls(getattr(model, "name_or_path", "") or "in-memory", batch_size=batch_size, model=model,
+                   tokenizer=tokenizer, stop_token=stop_token)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
         import torch
+        from transformers import GenerationConfig
 
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+        # A full config, not keyword overrides: a checkpoint's own generation_config (Qwen3 ships
+        # do_sample with temperature 0.6) must not turn greedy evaluation into sampling.
+        gen_cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                   eos_token_id=self.stop_ids, pad_token_id=self.pad_id)
         results: list[Generation | None] = [None] * len(prompts)
-        pad_id = self.tokenizer.pad_token_id
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids = encoded[i]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                attention[row, width - len(ids) :] = 1
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),
-                    attention_mask=attention.to(self.model.device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=self.stop_ids,
-                    pad_token_id=pad_id,
-                )
-            elapsed = time.perf_counter() - t0
-            new_tokens = out[:, width:].tolist()
-            for row, i in enumerate(idx):
-                tokens = new_tokens[row]
-                stopped = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
-                kept = tokens if stopped is None else tokens[:stopped]
-                results[i] = Generation(
-                    text=self.tokenizer.decode(kept, skip_special_tokens=False),
-                    prompt_tokens=len(encoded[i]),
-                    completion_tokens=len(kept) + (0 if stopped is None else 1),
-                    latency_s=elapsed / len(idx),
-                    finish_reason="length" if stopped is None else "stop",
-                )
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                width = max(len(encoded[i]) for i in idx)
+                input_ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+                attention = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    ids = encoded[i]
+                    input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                    attention[row, width - len(ids) :] = 1
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                              generation_config=gen_cfg)
+                elapsed = time.perf_counter() - t0
+                for row, i in enumerate(idx):
+                    results[i] = self._generation(out[row, width:].tolist(), len(encoded[i]), elapsed / len(idx))
+        finally:
+            if was_training:
+                self.model.train()
         return [r for r in results if r is not None]
+
+    def _generation(self, tokens: list[int], prompt_tokens: int, latency_s: float) -> Generation:
+        stopped = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+        kept = tokens if stopped is None else tokens[:stopped]
+        return Generation(
+            text=self.tokenizer.decode(kept, skip_special_tokens=True),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(kept) + (0 if stopped is None else 1),
+            latency_s=latency_s,
+            finish_reason="length" if stopped is None else "stop",
+        )
 
 
 class VLLMEngine:

@@ -4,7 +4,9 @@ Predictions file (JSONL, one object per line, matched to gold by ``id``), either
 
 * a canonical record with predicted ``entities`` (``[{start, end, label, text}]``): used as is;
 * a raw model output ``{"id": ..., "output": "<think>...</think>{...}"}``: parsed with
-  :func:`parse_answer` and grounded in the gold record's text with :func:`ground`.
+  :func:`parse_answer` and grounded in the gold record's text with :func:`ground`;
+* a row of :func:`reasoning_ner.inference.predict` (``answer``, ``entities``, ``ungrounded``,
+  ``parse_error``): already parsed and grounded, so its fields are used as they are.
 
 The paper-parity metric uses the predicted span strings (grounded or not, as the reference
 does); the strict metric uses only grounded offsets. A gold record with no prediction counts as
@@ -26,23 +28,35 @@ from .records import Entity, NERRecord, RecordError, read_jsonl, read_records
 def prediction_to_sentence(pred: dict[str, Any], gold_text: str, schema: list[str]) -> tuple[SentenceScore, dict[str, Any]]:
     """Turn one prediction object into metric inputs plus per-sentence diagnostics."""
     info: dict[str, Any] = {"parsed": True, "ungrounded": 0, "predicted": 0}
-    if "output" in pred:
+    if "answer" in pred and "parse_error" in pred:
+        # A row of inference.predict: parsed and grounded once, there; read, not redone.
+        answer = pred["answer"]
+        if not isinstance(answer, dict) or not all(isinstance(v, list) for v in answer.values()):
+            raise RecordError(f"prediction {pred.get('id')}: 'answer' must map labels to lists of spans")
+        pairs = [(str(span), str(label)) for label, spans in answer.items() for span in spans]
+        offsets = [(e.start, e.end, e.label) for e in _entities(pred)]
+        info.update(parsed=pred["parse_error"] is None, ungrounded=len(pred.get("ungrounded") or []), predicted=len(pairs))
+    elif "output" in pred:
         parsed = parse_answer(pred["output"], schema)
         grounding = ground(gold_text, parsed.entities)
         pairs = parsed.pairs()
         offsets = [(e.start, e.end, e.label) for e in grounding.entities]
         info.update(parsed=parsed.ok, ungrounded=len(grounding.ungrounded), predicted=len(pairs))
     elif "entities" in pred:
-        try:
-            ents = [Entity.from_dict(e) for e in pred["entities"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RecordError(f"prediction {pred.get('id')}: bad entity ({exc})") from exc
+        ents = _entities(pred)
         pairs = [(e.text, e.label) for e in ents]
         offsets = [(e.start, e.end, e.label) for e in ents]
         info["predicted"] = len(pairs)
     else:
         raise RecordError(f"prediction {pred.get('id')}: needs 'output' (raw generation) or 'entities'")
     return SentenceScore(pairs, [], offsets, []), info
+
+
+def _entities(pred: dict[str, Any]) -> list[Entity]:
+    try:
+        return [Entity.from_dict(e) for e in pred["entities"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"prediction {pred.get('id')}: bad entity ({exc})") from exc
 
 
 def score_files(gold_path: str | Path, pred_path: str | Path, drop_invalid: bool = True) -> dict[str, Any]:
