@@ -127,7 +127,7 @@ def head_comparison() -> dict[str, Any]:
                      "peak_extra_gib": round((torch.cuda.max_memory_allocated() - base) / 2**30, 3)}
     out["memory_ratio"] = out["full_logits"]["peak_extra_gib"] / max(out["completion_only"]["peak_extra_gib"], 1e-9)
     out["loss_abs_diff"] = abs(out["full_logits"]["loss"] - out["completion_only"]["loss"])
-    from reasoning_ner.training.sft import _use_fused_kernel
+    from reasoning_ner.training.loss import _use_fused_kernel
 
     out["fused_kernel"] = _use_fused_kernel(torch.device("cuda"))
     return out

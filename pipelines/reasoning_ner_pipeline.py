@@ -43,7 +43,7 @@ from components.submit_trainjob.component import submit_trainjob
 from components.train_grpo.component import train_grpo
 from components.train_sft.component import train_sft
 from components.validate_data.component import validate_data
-from reasoning_ner.config import load_config
+from reasoning_ner.config import resolve_config
 from reasoning_ner.images import image
 # Shared with `rner preflight`, which checks a cluster against exactly these defaults.
 from reasoning_ner.k8s.preflight_target import DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATIONS, PIPELINE_S3_KEYS
@@ -90,7 +90,7 @@ def _gpu_pool(task: dsl.PipelineTask, accelerator_type: Any, gpus: Any, node_sel
 
 def profile_arguments(profile: str) -> dict[str, Any]:
     """The run parameters a profile's configuration decides, as the arguments of either pipeline."""
-    cfg = load_config(profile=profile)
+    cfg = resolve_config(profile=profile)
     return {
         "profile": cfg.profile,
         "teacher_url": cfg.cot.teacher_url or "",
@@ -98,6 +98,8 @@ def profile_arguments(profile: str) -> dict[str, Any]:
         "judge_url": cfg.cot.judge_url or "",
         "judge_threshold": cfg.cot.judge_threshold,
         "max_records_per_dataset": cfg.cot.max_records_per_dataset or 0,
+        "sft_data": cfg.cot.sft_data,
+        "ner_cot_uri": cfg.cot.ner_cot_uri or "",
         "base_model": cfg.model.base_model,
         "use_lora": cfg.sft.finetune == "lora",
         "sft_epochs": cfg.sft.num_train_epochs,
@@ -132,6 +134,8 @@ HELP = {
     "judge_url": "OpenAI-compatible base URL of the LLM judge; empty = structural checks only.",
     "judge_threshold": "Minimum judge score (0-10) to keep a chain.",
     "max_records_per_dataset": "Cap of training records per dataset for CoT synthesis; 0 = all.",
+    "sft_data": "SFT data: synthesized (the teacher writes chains) or ner-cot (the paper's NER-CoT records, same checks).",
+    "ner_cot_uri": "NER-CoT records (JSON or JSONL, s3://... or a path) when sft_data is ner-cot.",
     "base_model": "Hugging Face model id or path to fine-tune ('tiny' = the project's own tiny model).",
     "use_lora": "Train LoRA adapters (merged at export) instead of full fine-tuning (the paper).",
     "sft_epochs": "SFT epochs (ignored when sft_max_steps > 0).",
@@ -178,7 +182,8 @@ def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | Non
     prepared, profile = fetch.outputs["prepared"], p["profile"]
     synth = synthesize_cot(prepared=prepared, profile=profile, teacher_url=p["teacher_url"],
                            teacher_model=p["teacher_model"], judge_url=p["judge_url"],
-                           judge_threshold=p["judge_threshold"], max_records_per_dataset=p["max_records_per_dataset"])
+                           judge_threshold=p["judge_threshold"], max_records_per_dataset=p["max_records_per_dataset"],
+                           sft_data=p["sft_data"], ner_cot_uri=p["ner_cot_uri"])
     validate = validate_data(prepared=prepared, cot=synth.outputs["cot"], profile=profile)
     sft_args = dict(cot=synth.outputs["cot"], prepared=prepared, profile=profile, base_model=p["base_model"],
                     use_lora=p["use_lora"], epochs=p["sft_epochs"], learning_rate=p["sft_learning_rate"],
@@ -225,6 +230,8 @@ def cluster_pipeline(
     judge_url: str = PAPER["judge_url"],
     judge_threshold: float = PAPER["judge_threshold"],
     max_records_per_dataset: int = PAPER["max_records_per_dataset"],
+    sft_data: str = PAPER["sft_data"],
+    ner_cot_uri: str = PAPER["ner_cot_uri"],
     base_model: str = PAPER["base_model"],
     use_lora: bool = PAPER["use_lora"],
     sft_epochs: float = PAPER["sft_epochs"],
@@ -268,7 +275,7 @@ def cluster_pipeline(
     _resources(tasks["submit_trainjob"], "cpu")
     kubernetes.mount_pvc(tasks["submit_trainjob"], pvc_name=p["shared_pvc"], mount_path=SHARED_MOUNT)
     _secrets(tasks["fetch"], "git", "s3")
-    _secrets(tasks["synthesize"], "teacher")
+    _secrets(tasks["synthesize"], "teacher", "s3")  # s3: NER-CoT records in the bucket (sft_data ner-cot)
     for name in ("fetch", "synthesize", "validate", "promote"):
         _resources(tasks[name], "cpu")
     for name in ("sft", "grpo", "evaluate"):
@@ -300,6 +307,8 @@ def local_pipeline(
     judge_url: str = TINY["judge_url"],
     judge_threshold: float = TINY["judge_threshold"],
     max_records_per_dataset: int = TINY["max_records_per_dataset"],
+    sft_data: str = TINY["sft_data"],
+    ner_cot_uri: str = TINY["ner_cot_uri"],
     base_model: str = TINY["base_model"],
     use_lora: bool = TINY["use_lora"],
     sft_epochs: float = TINY["sft_epochs"],

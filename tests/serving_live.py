@@ -1,6 +1,7 @@
 """Live servers on 127.0.0.1 for the serving tests: the app ``rner serve`` builds under uvicorn in a
 thread (real sockets, real HTTP parsing), and an OpenAI-compatible upstream stand-in whose answers a
-test chooses (good, or deliberately not the JSON object the protocol promises)."""
+test chooses: :class:`Upstream` (good, or deliberately not the JSON object the protocol promises), or a
+subclass of :class:`StubUpstream` with answers of its own (test_serving_http.py's vLLM stand-in)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from aiohttp import web
@@ -67,46 +68,29 @@ def uvicorn_server(app: Any) -> Iterator[str]:
         thread.join(30)
 
 
-class Upstream:
+class StubUpstream:
     """An OpenAI-compatible stand-in on 127.0.0.1 (``/v1/models``, ``/v1/chat/completions``,
-    ``/v1/completions``). ``mode`` picks the answer: ``ok`` (an empty NER answer), ``list`` (a JSON
-    list), ``html`` (an HTML page with 200), ``no_choices`` (an object without choices)."""
+    ``/v1/completions``), served by aiohttp in a thread while :meth:`running`: a real HTTP peer for the
+    remote backend. Subclasses choose the answers (:meth:`chat`, :meth:`completions`)."""
+
+    #: The one model ``/v1/models`` lists (the remote backend's readiness probe only wants a 2xx).
+    MODEL_CARD: dict[str, Any] = {"id": "m", "object": "model"}
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.mode = "ok"
-
-    def _answer(self, chat: bool, stream: bool = False) -> web.StreamResponse:
-        if self.mode == "list":
-            return web.json_response([{"choices": []}])
-        if self.mode == "html":
-            return web.Response(text="<html><body>502 Bad Gateway (nginx)</body></html>", content_type="text/html")
-        if self.mode == "no_choices":
-            return web.json_response({"object": "chat.completion"})
-        answer = json.dumps({"entities": {}})
-        choice = ({"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"} if chat
-                  else {"index": 0, "text": answer, "finish_reason": "stop"})
-        return web.json_response({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice],
-                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        if body.get("stream") and self.mode == "list":
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await resp.prepare(request)
-            await resp.write(b"data: [1, 2]\n\ndata: [DONE]\n\n")
-            return resp
-        return self._answer(chat=True)
+        raise NotImplementedError
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return self._answer(chat=False)
+        raise NotImplementedError
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+        return web.json_response({"object": "list", "data": [self.MODEL_CARD]})
 
     @contextmanager
-    def running(self) -> Iterator[Upstream]:
+    def running(self) -> Iterator[Self]:
         started = threading.Event()
         state: dict[str, Any] = {}
 
@@ -133,3 +117,37 @@ class Upstream:
         finally:
             state["loop"].call_soon_threadsafe(state["stop"].set)
             thread.join(10)
+
+
+class Upstream(StubUpstream):
+    """``mode`` picks the answer: ``ok`` (an empty NER answer), ``list`` (a JSON list), ``html`` (an HTML
+    page with 200), ``no_choices`` (an object without choices)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = "ok"
+
+    def _answer(self, chat: bool, stream: bool = False) -> web.StreamResponse:
+        if self.mode == "list":
+            return web.json_response([{"choices": []}])
+        if self.mode == "html":
+            return web.Response(text="<html><body>502 Bad Gateway (nginx)</body></html>", content_type="text/html")
+        if self.mode == "no_choices":
+            return web.json_response({"object": "chat.completion"})
+        answer = json.dumps({"entities": {}})
+        choice = ({"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"} if chat
+                  else {"index": 0, "text": answer, "finish_reason": "stop"})
+        return web.json_response({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body.get("stream") and self.mode == "list":
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b"data: [1, 2]\n\ndata: [DONE]\n\n")
+            return resp
+        return self._answer(chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return self._answer(chat=False)

@@ -66,3 +66,18 @@ def test_zero_shot_datasets_can_never_be_training_data() -> None:
 def test_data_dir_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RNER_DATA_DIR", "/somewhere/data")
     assert load_config().data.source_dir == "/somewhere/data"
+
+
+def test_entry_points_resolve_params_yaml_by_one_rule(tmp_path: Path) -> None:
+    """./params.yaml when no file and no profile are named; a named profile is that profile as defined."""
+    from reasoning_ner.config import resolve_config
+
+    (tmp_path / "params.yaml").write_text("profile: tiny-cpu\nsft:\n  max_steps: 7\n")
+    assert resolve_config(cwd=tmp_path).sft.max_steps == 7
+    assert resolve_config(cwd=tmp_path, overrides=["sft.max_steps=9"]).sft.max_steps == 9
+    named = resolve_config(profile="tiny-cpu", cwd=tmp_path)
+    assert named.sft.max_steps == load_config(profile="tiny-cpu").sft.max_steps != 7
+    other = tmp_path / "other.yaml"
+    other.write_text("sft:\n  max_steps: 3\n")
+    assert resolve_config(other, cwd=tmp_path).sft.max_steps == 3
+    assert resolve_config(cwd=tmp_path / "nowhere").sft.max_steps == load_config().sft.max_steps

@@ -220,9 +220,12 @@ def test_ner_cot_record_is_grounded(tmp_path: Path) -> None:
 
 def test_prepare_writes_splits_and_stats(tmp_path: Path, data_dir: Path) -> None:
     stats = prepare_dataset("crossner_politics", data_dir, tmp_path)
-    assert sorted(p.name for p in (tmp_path / "crossner_politics").iterdir()) == ["dev.jsonl", "stats.json", "test.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "crossner_politics").iterdir()) == [
+        "dev.jsonl", "reference-test.jsonl", "stats.json", "test.jsonl", "train.jsonl"]
     on_disk = json.loads((tmp_path / "crossner_politics" / "stats.json").read_text())
     assert on_disk == stats
+    # the reference's evaluation file (InstructUIE test.json) has one sentence fewer than the raw test split
+    assert stats["parity"]["sentences"] == 650 and stats["parity"]["gold_dropped_outside_schema"] == 0
     assert stats["splits"]["test"]["sentences"] == 651
     # misc (258 in test) dropped by default
     assert stats["splits"]["test"]["entities"] == 4209 - 258

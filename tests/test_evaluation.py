@@ -136,9 +136,9 @@ def _prepared(tmp_path: Path) -> Path:
                   Entity(15, 20, "location", "Paris")], ["location", "organization", "person"], "conll2003", "test"),
         NERRecord("c2", "ACME rose .", [Entity(0, 4, "organization", "ACME")], ["location", "organization", "person"], "conll2003", "test"),
     ])
-    write_jsonl(data / "mit_movie" / "test.jsonl", [
-        NERRecord("m1", "films by nolan", [Entity(9, 14, "director", "nolan")], ["actor", "director"], "mit_movie", "test"),
-    ])
+    movie = [NERRecord("m1", "films by nolan", [Entity(9, 14, "director", "nolan")], ["actor", "director"], "mit_movie", "test")]
+    write_jsonl(data / "mit_movie" / "test.jsonl", movie)
+    write_jsonl(data / "mit_movie" / "reference-test.jsonl", movie)  # the zero-shot suite's file in parity mode
     return data
 
 
@@ -147,7 +147,7 @@ def test_suite_metrics_on_hand_built_predictions_and_report_files(tmp_path: Path
     engine = ScriptedEngine({
         "Ada met Bob in Paris .": '<think>person: Ada, Bob.</think>{"entities": {"person": ["Ada", "Bob", "Carl"], "location": ["Paris"]}}',
         "ACME rose .": "not json",
-        "films by nolan": '{"entities": {"director": ["nolan"]}}',
+        "films by nolan": 'Here it is: {"entities": {"director": ["nolan"]}}',  # prose: the reference reads nothing
     })
     out = tmp_path / "eval"
     report = evaluate(engine, cfg, ["zero-shot", "supervised"], _prepared(tmp_path), out, "scripted-model", {"data": "v1"})
@@ -159,6 +159,8 @@ def test_suite_metrics_on_hand_built_predictions_and_report_files(tmp_path: Path
     assert conll["parse_rate"] == 0.5 and conll["ungrounded_rate"] == pytest.approx(0.25)
     assert conll["paper"]["per_label"]["organization"]["recall"] == 0.0
     assert report["suites"]["zero-shot"]["macro"]["paper_f1"] == 1.0
+    assert report["suites"]["zero-shot"]["macro"]["parity_f1"] == 0.0, "parity mode parses as the reference"
+    assert conll["parity"]["f1"] == pytest.approx(0.75) and report["suites"]["zero-shot"]["files"].startswith("reference")
     for name in ("report.json", "report.md", "report.html", "f1-zero-shot.png", "f1-supervised.png",
                  "labels-conll2003.png", "predictions-supervised.jsonl"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -166,7 +168,7 @@ def test_suite_metrics_on_hand_built_predictions_and_report_files(tmp_path: Path
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "scripted-model" in html
     md = (out / "report.md").read_text()
-    assert "paper_f1: per dataset" in md and '"data": "v1"' in md
+    assert "parity_f1: scored exactly as the ReasoningNER reference" in md and '"data": "v1"' in md
     assert f"{TABLE1['ReasoningNER-8B']['mit_movie']:.1f}" in md
     rows = [json.loads(line) for line in (out / "predictions-supervised.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} == {"c1", "c2"} and rows[0]["entities"][0]["text"] == "Ada"

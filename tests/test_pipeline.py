@@ -68,7 +68,7 @@ def test_secrets_as_env_and_a_writable_workspace(cluster_docs: list[dict]) -> No
         return {s["secretName"] for s in k8s[f"exec-{step}"].get("secretAsEnv", [])}
 
     assert secret_names("fetch-data") == {SECRETS["git"][0], SECRETS["s3"][0]}
-    assert secret_names("synthesize-cot") == {SECRETS["teacher"][0]}
+    assert secret_names("synthesize-cot") == {SECRETS["teacher"][0], SECRETS["s3"][0]}  # s3: NER-CoT records in the bucket
     assert secret_names("train-sft") == {SECRETS["hf"][0]}
     assert SECRETS["s3"][0] in secret_names("promote-model")
     assert all(s.get("optional") for s in k8s["exec-fetch-data"]["secretAsEnv"])

@@ -90,7 +90,9 @@ def test_f1_reward_ignores_invalid_labels_and_counts_out_of_schema_as_wrong():
     gold = [["London", "location"]]
     with_misc = '{"entities": {"location": ["London"], "misc": ["English"]}}'
     outside = '{"entities": {"location": ["London"], "city": ["London"]}}'
-    assert f1_reward([with_misc], gold=[gold]) == [pytest.approx(1.0)]  # misc dropped on both sides
+    # the reference counts a predicted misc as a false positive; the lenient mode drops it as the paper metric does
+    assert f1_reward([with_misc], gold=[gold]) == [pytest.approx(2 * 0.5 * 1 / 1.5)]
+    assert f1_reward([with_misc], gold=[gold], parser="lenient") == [pytest.approx(1.0)]
     assert f1_reward([outside], gold=[gold]) == [pytest.approx(2 * 0.5 * 1 / 1.5)]
 
 
@@ -198,9 +200,11 @@ def test_build_reward_funcs_from_config():
     cfg = load_config(profile="tiny-cpu")
     funcs, weights = build_reward_funcs(cfg.grpo)
     assert [f.__name__ for f in funcs] == ["f1_reward", "schema_reward"]
-    assert weights == [10.0, 1.0]
+    assert weights == [10.0, 1.0] and [f.keywords["parser"] for f in funcs] == ["reference", "reference"]
+    lenient, _ = build_reward_funcs(cfg.grpo.model_copy(update={"reward_parser": "lenient"}))
+    assert lenient[0](["Sure: " + GOOD], gold=[GOLD]) == [pytest.approx(1.0)] != funcs[0](["Sure: " + GOOD], gold=[GOLD])
 
-    g = SimpleNamespace(reward_f1_weight=10, reward_schema_weight=1, reward_format_weight=0.5, reward_length_weight=2, think_token_budget=8)
+    g = SimpleNamespace(reward_parser="reference", reward_f1_weight=10, reward_schema_weight=1, reward_format_weight=0.5, reward_length_weight=2, think_token_budget=8)
     funcs, weights = build_reward_funcs(g)
     assert len(funcs) == 4 and weights == [10.0, 1.0, 0.5, 2.0]
     assert isinstance(funcs[3], functools.partial) and funcs[3].keywords["budget"] == 8
@@ -208,7 +212,7 @@ def test_build_reward_funcs_from_config():
 
 
 def test_build_reward_funcs_warns_about_length_without_format(caplog):
-    g = SimpleNamespace(reward_f1_weight=10, reward_schema_weight=1, reward_format_weight=0, reward_length_weight=2, think_token_budget=8)
+    g = SimpleNamespace(reward_parser="reference", reward_f1_weight=10, reward_schema_weight=1, reward_format_weight=0, reward_length_weight=2, think_token_budget=8)
     with caplog.at_level("WARNING", logger="reasoning_ner.rewards"):
         build_reward_funcs(g)
     assert "dropping the <think> block" in caplog.text
@@ -228,7 +232,7 @@ def test_build_reward_funcs_warns_about_length_without_format(caplog):
     ],
 )
 def test_build_reward_funcs_rejects_bad_weights(changes, message):
-    g = {"reward_f1_weight": 10.0, "reward_schema_weight": 1.0, "reward_format_weight": 0.0, "reward_length_weight": 0.0, "think_token_budget": None}
+    g = {"reward_parser": "reference", "reward_f1_weight": 10.0, "reward_schema_weight": 1.0, "reward_format_weight": 0.0, "reward_length_weight": 0.0, "think_token_budget": None}
     g.update(changes)
     with pytest.raises(ValueError, match=message):
         build_reward_funcs(SimpleNamespace(**g))

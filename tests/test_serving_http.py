@@ -14,11 +14,9 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -26,27 +24,15 @@ import httpx
 import openai
 import psutil
 import pytest
-
-from tests.serving_live import wait_ready
 from aiohttp import web
 from fastapi.testclient import TestClient
 
-from reasoning_ner.config import TinyModelConfig
 from reasoning_ner.modeling import init_tiny
 from reasoning_ner.serving import ServeSettings, build_app, build_model
 from reasoning_ner.serving.schemas import answer_json_schema
+from tests.serving_live import NAME, SMALL, StubUpstream, free_port, wait_ready
 
-SMALL = TinyModelConfig(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, max_position_embeddings=512)
-NAME = "reasoning-ner"
 TEXT = "Ada Lovelace met Alan Turing in London."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # ------------------------------------------------------------------------------------- real server
 
@@ -173,7 +159,7 @@ def test_load_at_concurrency_64_no_5xx_no_lost_requests_stable_memory(server, re
 # ------------------------------------------------------------------------------------- remote backend
 
 
-class StubOpenAI:
+class StubOpenAI(StubUpstream):
     """An OpenAI-compatible server that answers like vLLM with ``--reasoning-parser``.
 
     Chat: ``reasoning_content`` + a JSON answer naming the capitalised words of the sentence under the
@@ -183,10 +169,11 @@ class StubOpenAI:
     it writes the JSON answer. Sentences containing FAIL get a 500, SLOW sleeps 3 s, GARBAGE gets prose.
     """
 
+    MODEL_CARD = {"id": "ner-llm", "object": "model", "created": 1, "owned_by": "stub"}
+
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[tuple[str, dict]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
 
     @staticmethod
     def _sentence_and_labels(text: str) -> tuple[str, list[str]]:
@@ -250,44 +237,11 @@ class StubOpenAI:
         return web.json_response({"id": "cmpl-stub", "object": "text_completion", "created": 1, "model": body["model"],
                                   "choices": [choice], "usage": usage})
 
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "ner-llm", "object": "model", "created": 1, "owned_by": "stub"}]})
-
-    def serve_in_thread(self) -> threading.Event:
-        started, self._stop = threading.Event(), None
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self.chat)
-            app.router.add_post("/v1/completions", self.completions)
-            app.router.add_get("/v1/models", self.models)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-            self._stop = asyncio.Event()
-            self._loop = loop
-            started.set()
-            loop.run_until_complete(self._stop.wait())
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        started.wait(10)
-        return started
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
 
 @pytest.fixture(scope="module")
 def stub() -> Iterator[StubOpenAI]:
-    s = StubOpenAI()
-    s.serve_in_thread()
-    yield s
-    s.stop()
+    with StubOpenAI().running() as s:
+        yield s
 
 
 def remote_client(url: str, **kw) -> TestClient:

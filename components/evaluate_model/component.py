@@ -33,11 +33,11 @@ def evaluate_model(
     import tempfile
     from pathlib import Path
 
-    from reasoning_ner.config import load_config
+    from reasoning_ner.config import resolve_config
     from reasoning_ner.evaluation import evaluate
     from reasoning_ner.inference import make_engine
 
-    cfg = load_config(profile=profile, overrides=[f"eval.limit={limit}"] if limit > 0 else [])
+    cfg = resolve_config(profile=profile, overrides=[f"eval.limit={limit}"] if limit > 0 else [])
     suites = ["zero-shot", "supervised"] if suite == "all" else [suite]
     lineage_file = Path(model.path) / "lineage.json"
     lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}

@@ -34,10 +34,10 @@ def promote_model(model: Input[Model], report_json: Input[Artifact], profile: st
     from collections import namedtuple
     from pathlib import Path
 
-    from reasoning_ner.config import load_config
+    from reasoning_ner.config import resolve_config
     from reasoning_ner.promotion import Registry, promote
 
-    cfg = load_config(profile=profile, overrides=[f"promotion.min_gate_value={min_gate_value}"] if min_gate_value >= 0 else [])
+    cfg = resolve_config(profile=profile, overrides=[f"promotion.min_gate_value={min_gate_value}"] if min_gate_value >= 0 else [])
     report = json.loads(Path(report_json.path).read_text())
     decision = promote(report, model.path, cfg.promotion, Registry(registry_uri or cfg.promotion.registry_uri))
     outputs = namedtuple("Outputs", ["decision", "model_uri", "version", "reason"])

@@ -39,8 +39,8 @@ def submit_trainjob(
     `shared_dir`, on every training node at the same path), creates the TrainJob (`accelerate launch`
     with DeepSpeed ZeRO-3 on num_nodes x gpus_per_node GPUs, the train-gpu image, HF token from the
     reasoning-ner-hf Secret, this pod's image pull Secrets), waits for Complete or Failed, and copies
-    the exported model from the shared volume into the model artifact. A retried step re-attaches to the same TrainJob (its name
-    comes from the run id); a cancelled or timed-out step deletes it.
+    the exported model from the shared volume into the model artifact. A retried step re-attaches to
+    the same TrainJob (its name comes from the run id); a cancelled or timed-out step deletes it.
 
     Args:
         cot: Validated CoT records from synthesize_cot.
@@ -68,71 +68,39 @@ def submit_trainjob(
             passes that reference as a constant, so the registration's image rewrite (a commit tag or a
             digest) reaches the TrainJob too.
     """
-    import base64
-    import json
-    import shutil
-    import uuid
     from pathlib import Path
 
     from components.submit_trainjob.trainjob_client import in_cluster_namespace, own_pod_pull_secrets, run_trainjob
-    from reasoning_ner.config import load_config
-    from reasoning_ner.k8s.trainjob import TrainJobSettings, build_trainjob, trainjob_name
+    from reasoning_ner.config import resolve_config
+    from reasoning_ner.k8s.trainjob import build_trainjob
+    from reasoning_ner.k8s.trainjob_step import collect_model, stage_inputs, step_settings
+    from reasoning_ner.lineage import sft_lineage
+    from reasoning_ner.steps import base_model_path, report_html, sft_metrics, sft_overrides
 
-    overrides = [f"sft.finetune={'lora' if use_lora else 'full'}"]
-    overrides += [f"sft.num_train_epochs={epochs}"] if epochs > 0 else []
-    overrides += [f"sft.learning_rate={learning_rate}"] if learning_rate > 0 else []
-    overrides += [f"sft.max_steps={max_steps}"] if max_steps > 0 else []
-    cfg = load_config(profile=profile, overrides=overrides)  # fail here, not on the GPU nodes
-    name = trainjob_name(run_id or uuid.uuid4().hex[:12])
-    root = Path(shared_dir) / "trainjobs" / name
-    data_dir = root / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(Path(cot.path) / "accepted.jsonl", data_dir / "accepted.jsonl")
-    lineage = {"data": json.loads((Path(prepared.path) / "lineage.json").read_text()), "cot": dict(cot.metadata)}
-    (root / "lineage.json").write_text(json.dumps(lineage, indent=2))
-    base = base_model or cfg.model.base_model
-    if base == "tiny":
-        from reasoning_ner.modeling import init_tiny
-
-        tiny_dir = root / "tiny-base"
-        if not (tiny_dir / "config.json").is_file():
-            init_tiny(tiny_dir, cfg.model.tiny, data_dir=Path(prepared.path) / "data", prompt_cfg=cfg.prompt)
-        base = str(tiny_dir)
+    overrides = sft_overrides(use_lora, epochs, learning_rate, max_steps)
+    cfg = resolve_config(profile=profile, overrides=overrides)  # fail here, not on the GPU nodes
+    lineage = sft_lineage(prepared.path, cot.metadata)
+    run = stage_inputs(shared_dir, run_id, Path(cot.path) / "accepted.jsonl", lineage)
+    # tiny: built once on the shared volume, where every node reads it
+    base = base_model_path(cfg, base_model, run.root, Path(prepared.path) / "data")
     namespace = namespace or in_cluster_namespace()
-    settings = TrainJobSettings(
-        name=name, namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        runtime=runtime, launcher=launcher, profile=profile, data_files=[str(data_dir / "accepted.jsonl")], output_dir=str(root / "out"),
-        base_model=base, overrides=overrides, lineage_file=str(root / "lineage.json"), shared_pvc=shared_pvc,
-        shared_mount=shared_dir, accelerator_resource=accelerator_type, node_selector=dict(node_selector),
-        tolerations=list(tolerations), active_deadline_seconds=max(1, int(timeout_hours * 3600)),
-        # Per node, scaled like the single-pod GPU step (8 CPUs and 64 GB per GPU); /dev/shm a quarter.
-        cpu_per_node=str(8 * gpus_per_node), memory_per_node=f"{64 * gpus_per_node}Gi",
-        shm_size=f"{16 * gpus_per_node}Gi",
-        labels={"reasoning-ner.io/trainjob": name},
-        # The run's ServiceAccount gave this pod its pull Secrets; the training image needs the same.
-        image_pull_secrets=own_pod_pull_secrets(namespace),
-        **({"image": image} if image else {}),
+    settings = step_settings(
+        run, namespace=namespace, profile=profile, base_model=base, overrides=overrides, num_nodes=num_nodes,
+        gpus_per_node=gpus_per_node, runtime=runtime, launcher=launcher, shared_pvc=shared_pvc,
+        shared_dir=shared_dir, accelerator_type=accelerator_type, node_selector=node_selector,
+        tolerations=tolerations, timeout_hours=timeout_hours, image_pull_secrets=own_pod_pull_secrets(namespace),
+        image=image,
     )
     obj = build_trainjob(settings)
-    (root / "trainjob.json").write_text(json.dumps(obj, indent=2))
+    run.save("trainjob.json", obj)
     result = run_trainjob(obj, timeout_s=timeout_hours * 3600, poll_s=poll_seconds)
-    (root / "trainjob-result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    run.save("trainjob-result.json", result.to_dict())
 
-    out = root / "out"
-    summary = json.loads((out / "summary.json").read_text())
-    shutil.copytree(out / "model", model.path, dirs_exist_ok=True)
-    (Path(model.path) / "lineage.json").write_text(json.dumps(lineage, indent=2))
+    summary = collect_model(run, model.path, lineage)
+    trainjob = f"{settings.namespace}/{run.name}"
     model.metadata.update({"stage": "sft", "base_model": base_model or cfg.model.base_model, "steps": summary["steps"],
-                           "trainjob": f"{settings.namespace}/{name}", "nodes": num_nodes,
-                           "gpus": num_nodes * gpus_per_node})
-    metrics.log_metric("steps", summary["steps"])
-    metrics.log_metric("train_loss_first", round(summary["train_loss_first"], 4))
-    metrics.log_metric("train_loss_last", round(summary["train_loss_last"], 4))
-    metrics.log_metric("seconds", summary["seconds"])
-    metrics.log_metric("trainjob_seconds", result.seconds)
-    pngs = sorted(out.glob("*.png"))
-    images = "".join(f"<h3>{p.stem}</h3><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'/>"
-                     for p in pngs)
-    Path(curves.path).write_text(
-        f"<html><body><h2>SFT (TrainJob {settings.namespace}/{name}, {num_nodes} x {gpus_per_node} GPUs)</h2>"
-        f"<pre>{json.dumps(summary, indent=2, default=str)}</pre>{images}</body></html>")
+                           "trainjob": trainjob, "nodes": num_nodes, "gpus": num_nodes * gpus_per_node})
+    for key, value in {**sft_metrics(summary), "trainjob_seconds": result.seconds}.items():
+        metrics.log_metric(key, value)
+    heading = f"SFT (TrainJob {trainjob}, {num_nodes} x {gpus_per_node} GPUs)"
+    Path(curves.path).write_text(report_html(heading, summary, run.output_dir))

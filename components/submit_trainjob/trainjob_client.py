@@ -22,6 +22,8 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -170,6 +172,121 @@ class _Stop(BaseException):
     """Raised by the SIGTERM handler (and for a set ``cancel`` event) to leave the wait at once."""
 
 
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+@contextmanager
+def _sigterm_stops(enabled: bool) -> Iterator[bool]:
+    """While inside, SIGTERM raises :class:`_Stop` (main thread only: Python's rule for handlers).
+
+    Yields whether a handler was installed; the previous one is restored on the way out.
+    """
+    previous = None
+    if enabled and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        yield previous is not None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Watch:
+    """One TrainJob followed from creation to a terminal state; ``result`` records what happened."""
+
+    def __init__(self, tj: TrainJobClient, obj: dict[str, Any], timeout_s: float, poll_s: float,
+                 cancel: threading.Event, delete_on_failure: bool, max_read_errors: int,
+                 log: Callable[[str], None]):
+        self.tj, self.obj, self.timeout_s, self.poll_s, self.cancel = tj, obj, timeout_s, poll_s, cancel
+        self.delete_on_failure, self.max_read_errors, self.log = delete_on_failure, max_read_errors, log
+        self.ns, self.name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        self.result = TrainJobResult(name=self.name, namespace=self.ns)
+        self.started = time.monotonic()
+        self.last: dict[str, Any] = {}
+        self.read_errors = 0
+
+    def note(self, msg: str) -> None:
+        self.result.events.append(msg)
+        self.log(f"[trainjob {self.ns}/{self.name}] {msg}")
+
+    def follow(self) -> TrainJobResult:
+        """Create (or re-attach), then read the status every ``poll_s`` until Complete; raise otherwise."""
+        self.last, self.result.attached = self.tj.create(self.obj)
+        self.note("re-attached to the existing TrainJob" if self.result.attached else "created")
+        seen = None
+        while True:
+            if self.cancel.is_set():
+                raise _Stop()
+            self._check_deadline()
+            if not self._read():
+                self.cancel.wait(self.poll_s)
+                continue
+            self.result.polls += 1
+            described = _describe(self.last)
+            if described != seen:
+                self.note(described)
+                seen = described
+            if self._finished():
+                return self.result
+            self.cancel.wait(self.poll_s)
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() - self.started <= self.timeout_s:
+            return
+        self.result.state = "TimedOut"
+        self.result.deleted = self.tj.delete(self.ns, self.name)
+        self.note(f"no terminal state after {self.timeout_s:.0f}s: TrainJob deleted")
+        raise TrainJobTimeout(f"TrainJob {self.ns}/{self.name} did not finish within {self.timeout_s:.0f}s "
+                              f"(last state: {_describe(self.last)})", self.result)
+
+    def _read(self) -> bool:
+        """Read the status into ``last``; False after a transient error (API server restart, 429/5xx)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self.last = self.tj.get(self.ns, self.name)
+            self.read_errors = 0
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                raise TrainJobError(f"TrainJob {self.ns}/{self.name} was deleted while the step waited for it",
+                                    self.result) from exc
+            if exc.status not in (429, 500, 502, 503, 504) or self.read_errors >= self.max_read_errors:
+                raise
+            self.read_errors += 1
+            self.note(f"status read failed ({exc.status} {exc.reason}); retrying")
+        except HTTPError as exc:
+            if self.read_errors >= self.max_read_errors:
+                raise
+            self.read_errors += 1
+            self.note(f"status read failed ({type(exc).__name__}); retrying")
+        return False
+
+    def _finished(self) -> bool:
+        """True when Complete; raises :class:`TrainJobFailed` (deleting it only if asked) when Failed."""
+        state = phase(self.last)
+        if state == "Complete":
+            self.result.state = "Complete"
+            return True
+        if state == "Failed":
+            self.result.state = "Failed"
+            failed = conditions(self.last)["Failed"]
+            if self.delete_on_failure:
+                self.result.deleted = self.tj.delete(self.ns, self.name)
+            raise TrainJobFailed(
+                f"TrainJob {self.ns}/{self.name} failed: {failed.get('reason')}: {failed.get('message')}", self.result)
+        return False
+
+    def cancelled(self) -> TrainJobCancelled:
+        """Delete the TrainJob of a cancelled step; the error to raise."""
+        self.result.state = "Cancelled"
+        self.result.deleted = self.tj.delete(self.ns, self.name)
+        self.note("cancelled: TrainJob deleted" if self.result.deleted else "cancelled: TrainJob already gone")
+        return TrainJobCancelled(f"TrainJob {self.ns}/{self.name} cancelled", self.result)
+
+
 def run_trainjob(
     obj: dict[str, Any],
     timeout_s: float = 7 * 24 * 3600,
@@ -189,90 +306,15 @@ def run_trainjob(
     reads (API server restarts, 429/5xx, connection errors) are waited out; a TrainJob deleted by
     someone else (404) is an error. Returns the result with the final object.
     """
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    tj = TrainJobClient(api_client)
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    result = TrainJobResult(name=name, namespace=ns)
-    cancel = cancel or threading.Event()
-    started = time.monotonic()
-    last: dict[str, Any] = {}
-
-    def note(msg: str) -> None:
-        result.events.append(msg)
-        log(f"[trainjob {ns}/{name}] {msg}")
-
-    def follow() -> TrainJobResult:
-        nonlocal last
-        last, result.attached = tj.create(obj)
-        note("re-attached to the existing TrainJob" if result.attached else "created")
-        seen = None
-        read_errors = 0
-        while True:
-            if cancel.is_set():
-                raise _Stop()
-            if time.monotonic() - started > timeout_s:
-                result.state = "TimedOut"
-                result.deleted = tj.delete(ns, name)
-                note(f"no terminal state after {timeout_s:.0f}s: TrainJob deleted")
-                raise TrainJobTimeout(f"TrainJob {ns}/{name} did not finish within {timeout_s:.0f}s "
-                                      f"(last state: {_describe(last)})", result)
-            try:
-                last = tj.get(ns, name)
-                read_errors = 0
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise TrainJobError(f"TrainJob {ns}/{name} was deleted while the step waited for it", result) from exc
-                if exc.status not in (429, 500, 502, 503, 504) or read_errors >= max_read_errors:
-                    raise
-                read_errors += 1
-                note(f"status read failed ({exc.status} {exc.reason}); retrying")
-                cancel.wait(poll_s)
-                continue
-            except HTTPError as exc:
-                if read_errors >= max_read_errors:
-                    raise
-                read_errors += 1
-                note(f"status read failed ({type(exc).__name__}); retrying")
-                cancel.wait(poll_s)
-                continue
-            result.polls += 1
-            described = _describe(last)
-            if described != seen:
-                note(described)
-                seen = described
-            state = phase(last)
-            if state == "Complete":
-                result.state = "Complete"
-                return result
-            if state == "Failed":
-                result.state = "Failed"
-                failed = conditions(last)["Failed"]
-                if delete_on_failure:
-                    result.deleted = tj.delete(ns, name)
-                raise TrainJobFailed(f"TrainJob {ns}/{name} failed: {failed.get('reason')}: {failed.get('message')}",
-                                     result)
-            cancel.wait(poll_s)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise _Stop()
-
-    previous = None
-    if handle_sigterm and threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    watch = _Watch(TrainJobClient(api_client), obj, timeout_s, poll_s, cancel or threading.Event(),
+                   delete_on_failure, max_read_errors, log)
+    with _sigterm_stops(handle_sigterm) as handling:
         try:
-            return follow()
+            return watch.follow()
         except _Stop:
-            if previous is not None:
+            if handling:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not stop the delete
-            result.state = "Cancelled"
-            result.deleted = tj.delete(ns, name)
-            note("cancelled: TrainJob deleted" if result.deleted else "cancelled: TrainJob already gone")
-            raise TrainJobCancelled(f"TrainJob {ns}/{name} cancelled", result) from None
-    finally:
-        result.final = last or None
-        result.seconds = round(time.monotonic() - started, 3)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            raise watch.cancelled() from None
+        finally:
+            watch.result.final = watch.last or None
+            watch.result.seconds = round(time.monotonic() - watch.started, 3)

@@ -13,6 +13,8 @@ def synthesize_cot(
     judge_url: str,
     judge_threshold: float,
     max_records_per_dataset: int,
+    sft_data: str,
+    ner_cot_uri: str,
     cot: Output[Dataset],
     stats: Output[Metrics],
 ):
@@ -31,11 +33,14 @@ def synthesize_cot(
         judge_url: OpenAI-compatible base URL of the judge; empty = no judge.
         judge_threshold: Keep chains the judge scores at or above this (0-10).
         max_records_per_dataset: Cap per training dataset; 0 = all.
+        sft_data: synthesized (the teacher writes the chains) or ner-cot (the paper's NER-CoT records from
+            ner_cot_uri, with the same structural checks).
+        ner_cot_uri: NER-CoT records (JSON or JSONL) at s3://... or a path; used with sft_data ner-cot.
     """
     from pathlib import Path
 
-    from reasoning_ner.config import load_config
-    from reasoning_ner.cot.synthesize import synthesize
+    from reasoning_ner.config import resolve_config
+    from reasoning_ner.cot.ner_cot import build_cot_data
     from reasoning_ner.validation import find_eval_files
 
     overrides = [f"cot.teacher_model={teacher_model}", f"cot.judge_threshold={judge_threshold}",
@@ -44,10 +49,11 @@ def synthesize_cot(
         overrides += ["cot.teacher=openai", f"cot.teacher_url={teacher_url}"]
     if judge_url:
         overrides.append(f"cot.judge_url={judge_url}")
-    cfg = load_config(profile=profile, overrides=overrides)
+    overrides += [f"cot.sft_data={sft_data}"] + ([f"cot.ner_cot_uri={ner_cot_uri}"] if ner_cot_uri else [])
+    cfg = resolve_config(profile=profile, overrides=overrides)
     data = Path(prepared.path) / "data"
     inputs = [data / name / "train.jsonl" for name in cfg.data.train_datasets]
-    result = synthesize(inputs, Path(cot.path), cfg.cot, cfg.data.zero_shot_datasets, False, find_eval_files(data))
+    result = build_cot_data(cfg, inputs, Path(cot.path), find_eval_files(data), progress=False)
     cot.metadata.update({"accepted": result["accepted"], "rejected": result["rejected"], "teacher": result["teacher"]})
     stats.log_metric("accepted", result["accepted"])
     stats.log_metric("accept_rate", round(result["accept_rate"], 4))

@@ -22,10 +22,10 @@ def validate_data(prepared: Input[Dataset], cot: Input[Dataset], profile: str, d
     import tempfile
     from pathlib import Path
 
-    from reasoning_ner.config import load_config
+    from reasoning_ner.config import resolve_config
     from reasoning_ner.validation import find_eval_files, format_report, validate_dataset
 
-    cfg = load_config(profile=profile)
+    cfg = resolve_config(profile=profile)
     out = Path(tempfile.mkdtemp())
     report = validate_dataset([Path(cot.path) / "accepted.jsonl"], find_eval_files(Path(prepared.path) / "data"), "cot",
                               cfg.data.zero_shot_datasets, out, cfg.cot.min_chain_words, cfg.cot.max_chain_words)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .data.prepare import reference_test_path
 from .inference import InferenceEngine, predict
 from .records import NERRecord, read_records, write_json, write_jsonl
 from .scoring import score_predictions
@@ -33,9 +34,15 @@ TABLE1 = {
 TABLE1_AVERAGE = {"ReasoningNER-8B": 72.4, "GPT-4": 60.1, "GLiNER-L": 60.9}
 
 METRIC_DEFINITIONS = (
-    "paper_f1: per dataset, micro P/R/F1 over per-sentence sets of (SQuAD-normalized span text, label) "
+    "parity_f1: scored exactly as the ReasoningNER reference (the numbers of the paper's Table 1): in parity mode "
+    "(eval.parity) the zero-shot suite reads the reference's InstructUIE test.json with its gold rules (labels "
+    "lower-cased, gold outside the dataset's labels.json dropped, nothing renamed), the answer is read by the "
+    "reference's parser (no text around the JSON, ```json fences only, predicted labels never filtered), then "
+    "micro P/R/F1 over per-sentence sets of (SQuAD-normalized span, label). "
+    "paper_f1: the same set F1 with this project's parser, which also reads prose around the JSON, bare fences, "
+    "a missing <think> opener, bare strings and '_' in labels "
     "(lower-case, punctuation and articles removed, whitespace folded; duplicates collapse; misc/else/other "
-    "labels dropped; a zero denominator gives 0), as in the ReasoningNER reference. strict_f1: micro P/R/F1 "
+    "labels dropped; a zero denominator gives 0). strict_f1: micro P/R/F1 "
     "over (start, end, label) character offsets of grounded predictions. Suite figures are macro averages "
     "over datasets. parse_rate: share of generations whose answer parses; ungrounded_rate: share of "
     "predicted spans that do not occur in the sentence."
@@ -58,14 +65,25 @@ def sample_records(records: list[NERRecord], limit: int | None, seed: int) -> li
     return [records[i] for i in keep]
 
 
-def load_suite(cfg: Config, suite: str, data_dir: Path) -> dict[str, list[NERRecord]]:
-    out = {}
-    for name in suite_datasets(cfg, suite):
-        path = data_dir / name / f"{cfg.eval.split}.jsonl"
+def suite_file(cfg: Config, suite: str, data_dir: Path, name: str) -> Path:
+    """The prepared file a dataset of a suite is evaluated on: in parity mode, the zero-shot suite
+    reads the reference's evaluation file (``reference-test.jsonl``), otherwise ``<split>.jsonl``."""
+    if suite == "zero-shot" and cfg.eval.parity:
+        path = reference_test_path(data_dir / name, cfg.eval.split)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; run `rner data prepare --dataset {name}` first")
-        out[name] = sample_records(read_records(path), cfg.eval.limit, cfg.eval.seed)
-    return out
+            raise FileNotFoundError(
+                f"{path} is missing: paper parity (eval.parity) evaluates on the reference's InstructUIE test.json; run "
+                f"`rner data prepare --dataset {name}` with <source>/ie_instructions_ner present, or set eval.parity=false")
+        return path
+    path = data_dir / name / f"{cfg.eval.split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run `rner data prepare --dataset {name}` first")
+    return path
+
+
+def load_suite(cfg: Config, suite: str, data_dir: Path) -> dict[str, list[NERRecord]]:
+    return {name: sample_records(read_records(suite_file(cfg, suite, data_dir, name)), cfg.eval.limit, cfg.eval.seed)
+            for name in suite_datasets(cfg, suite)}
 
 
 def run_suite(engine: InferenceEngine, cfg: Config, suite: str, data: dict[str, list[NERRecord]], out_dir: Path) -> dict[str, Any]:
@@ -85,6 +103,7 @@ def run_suite(engine: InferenceEngine, cfg: Config, suite: str, data: dict[str, 
     parse_rates = [ds["parse_rate"] for ds in scored["datasets"].values()]
     return {
         "suite": suite,
+        "files": "reference (InstructUIE test.json)" if suite == "zero-shot" and cfg.eval.parity else f"{cfg.eval.split}.jsonl",
         **scored,
         "mean_parse_rate": sum(parse_rates) / max(1, len(parse_rates)),
         "sentences": len(gold),
@@ -133,12 +152,12 @@ def plot_dataset_f1(suite: dict[str, Any], out_png: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(suite["datasets"])
-    paper = [100 * suite["datasets"][n]["paper"]["f1"] for n in names]
+    parity = [100 * suite["datasets"][n]["parity"]["f1"] for n in names]
     strict = [100 * suite["datasets"][n]["strict"]["f1"] for n in names]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 4.5))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], paper, width=0.4, label="paper F1 (this model)", color="#3b6ea8")
-    ax.bar([x + 0.2 for x in xs], strict, width=0.4, label="strict F1 (this model)", color="#9fbfdf")
+    ax.bar([x - 0.2 for x in xs], parity, width=0.4, label="parity F1 (this model, as the paper scores)", color="#3b6ea8")
+    ax.bar([x + 0.2 for x in xs], strict, width=0.4, label="strict offset F1 (this model)", color="#9fbfdf")
     markers = {"ReasoningNER-8B": ("*", "#c0392b"), "GPT-4": ("D", "#27ae60"), "GLiNER-L": ("^", "#8e44ad")}
     for ref, (marker, color) in markers.items():
         pts = [(x, TABLE1[ref][n]) for x, n in zip(xs, names) if n in TABLE1[ref]]
@@ -149,7 +168,7 @@ def plot_dataset_f1(suite: dict[str, Any], out_png: Path) -> None:
     ax.set_xticklabels([n.replace("crossner_", "").replace("mit_", "mit ") for n in names], rotation=20)
     ax.set_ylabel("F1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{suite['suite']}: per-dataset F1 (macro paper F1 {100 * suite['macro']['paper_f1']:.1f})")
+    ax.set_title(f"{suite['suite']}: per-dataset F1 (macro parity F1 {100 * suite['macro']['parity_f1']:.1f})")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
@@ -184,15 +203,17 @@ def _markdown(report: dict[str, Any], images: dict[str, list[str]]) -> str:
              f"Data lineage: `{json.dumps(report['lineage'])}`", ""]
     for suite_name, suite in report["suites"].items():
         lines += [f"## Suite: {suite_name}", "",
-                  f"Macro paper F1 **{100 * suite['macro']['paper_f1']:.2f}**, macro strict F1 {100 * suite['macro']['strict_f1']:.2f}, "
+                  f"Macro parity F1 **{100 * suite['macro']['parity_f1']:.2f}** (files: {suite.get('files', 'prepared splits')}), "
+                  f"macro paper F1 {100 * suite['macro']['paper_f1']:.2f}, macro strict F1 {100 * suite['macro']['strict_f1']:.2f}, "
                   f"mean parse rate {suite['mean_parse_rate']:.2f}; {suite['sentences']} sentences in {suite['seconds']} s "
                   f"({suite['sentences_per_s']} sentences/s).", "",
-                  "| dataset | version | n | paper P | paper R | paper F1 | strict F1 | parse rate | ungrounded rate | paper Table 1 (R-NER-8B / GPT-4 / GLiNER-L) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| dataset | version | n | parity P | parity R | parity F1 | paper F1 | strict F1 | parse rate | ungrounded rate | paper Table 1 (R-NER-8B / GPT-4 / GLiNER-L) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, ds in suite["datasets"].items():
             refs = " / ".join(f"{TABLE1[m][name]:.1f}" if name in TABLE1[m] else "–" for m in ("ReasoningNER-8B", "GPT-4", "GLiNER-L"))
-            lines.append(f"| {name} | {ds['source_format']} | {ds['sentences']} | {100 * ds['paper']['precision']:.1f} | "
-                         f"{100 * ds['paper']['recall']:.1f} | {100 * ds['paper']['f1']:.1f} | {100 * ds['strict']['f1']:.1f} | "
+            lines.append(f"| {name} | {ds['source_format']} | {ds['sentences']} | {100 * ds['parity']['precision']:.1f} | "
+                         f"{100 * ds['parity']['recall']:.1f} | {100 * ds['parity']['f1']:.1f} | {100 * ds['paper']['f1']:.1f} | "
+                         f"{100 * ds['strict']['f1']:.1f} | "
                          f"{ds['parse_rate']:.2f} | {ds['ungrounded_rate']:.2f} | {refs} |")
         lines.append("")
         lines += [f"![{img}]({img})" for img in images.get(suite_name, [])]

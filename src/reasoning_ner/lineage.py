@@ -37,7 +37,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -158,9 +158,6 @@ def fetch_dataset(
     import dvc
     from dvc.api import DVCFileSystem
     from dvc.config import ConfigError as DvcConfigError
-    from dvc.config import RemoteNotFoundError
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.scm import CloneError, RevError, SCMError
 
     path = _normalize_path(path)
     out_dir = Path(out_dir)
@@ -168,94 +165,26 @@ def fetch_dataset(
     repo_arg = os.path.abspath(repo) if local else _with_env_token(repo)
     repo_display = repo_arg if local else (redact_url(repo) or repo)
     open_rev = rev if rev is not None else ("HEAD" if local else None)
-
-    fs_kwargs: dict[str, Any] = {}
-    remote_display: dict[str, Any] | None = None
-    if remote:
-        if _looks_like_location(remote):
-            url = remote if "://" in remote else os.path.abspath(os.path.expanduser(remote))
-            conf: dict[str, Any] = {"url": url}
-            if url.startswith("s3://") and os.environ.get("AWS_ENDPOINT_URL"):
-                conf["endpointurl"] = os.environ["AWS_ENDPOINT_URL"]
-            fs_kwargs = {"remote": ADHOC_REMOTE, "remote_config": conf}
-        else:
-            fs_kwargs = {"remote": remote}
+    fs_kwargs = _remote_kwargs(remote)
 
     where = _describe(repo_display, rev, path)
     fs = None
     try:
-        try:
+        with _open_errors(repo_display, rev, path, remote, where, local):
             fs = DVCFileSystem(repo_arg, rev=open_rev, **fs_kwargs)
             dvc_repo = fs.repo  # opens the repository and resolves the revision now
-            commit = dvc_repo.get_rev()
-            if commit and not _SHA_RE.match(commit):
-                commit = dvc_repo.scm.resolve_rev(commit)
-        except RevError as exc:
-            raise ValueError(f"unknown git revision {rev!r} in {repo_display} (fetching {path!r})") from exc
-        except RemoteNotFoundError as exc:
-            raise ValueError(f"DVC remote {remote!r} is not configured in {repo_display} (fetching {where})") from exc
-        except DvcConfigError as exc:
-            raise ValueError(f"bad DVC config in {repo_display} (fetching {where}): {redact_url(str(exc))}") from exc
-        except (CloneError, NotDvcRepoError, SCMError) as exc:
-            hint = "" if local else " (check the URL, network access and, for a private repo, RNER_GIT_TOKEN)"
-            raise ValueError(
-                f"cannot open {repo_display} as a git+DVC repository (fetching {where}): "
-                f"{redact_url(str(exc)) or type(exc).__name__}{hint}"
-            ) from exc
-
+            commit = _resolved_commit(dvc_repo)
         where = _describe(repo_display, rev, path, commit)
         remote_name, remote_conf = _check_remote(dvc_repo, fs_kwargs.get("remote"), where, DvcConfigError)
-        if remote_name is not None:
-            remote_display = {"name": remote_name, "url": redact_url(remote_conf.get("url"))}
-            if remote_conf.get("endpointurl"):
-                remote_display["endpointurl"] = remote_conf["endpointurl"]
-            if not local and fs_kwargs.get("remote") != ADHOC_REMOTE and "://" not in str(remote_conf.get("url", "://")):
-                # A local-directory remote named by a relative path resolves inside DVC's view
-                # of the cloned repo, not next to the original: say so if the data is missing.
-                remote_display["hint"] = (
-                    "a local-directory remote of a repository given by URL cannot be reached; "
-                    "pass --remote with the storage path or URL"
-                )
+        remote_display = _remote_display(remote_name, remote_conf, fs_kwargs, local)
         with _storage_errors(where, remote_display):
-            try:
-                info = fs.info(path)
-            except FileNotFoundError as exc:
-                raise FileNotFoundError(f"{where}: no such file or directory at that commit") from exc
-
+            info = _path_info(fs, path, where)
             outs = _outputs_for(dvc_repo, path)
-            if info["type"] == "directory":
-                entries = fs.find(path, detail=True)
-                if not any(v.get("dvc_info") for v in entries.values()):
-                    raise ValueError(f"{where}: the directory holds no DVC-tracked data (git-only or empty)")
-            else:
-                if not info.get("dvc_info"):
-                    raise ValueError(
-                        f"{where}: tracked by git, not by DVC (fetch it with git; DVC tracks stage outs in "
-                        f"dvc.yaml/dvc.lock and .dvc files)"
-                    )
-                entries = {path: info}
-        path_md5 = (info.get("dvc_info") or {}).get("md5")
-
+            entries = _dvc_entries(fs, path, info, where)
         name = PurePosixPath(path).name
         if name == LINEAGE_FILE:
             raise ValueError(f"{where}: a file named {LINEAGE_FILE} would collide with the lineage record")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=out_dir))
-        try:
-            with _storage_errors(where, remote_display):
-                if info["type"] == "directory":
-                    fs.get(path, str(staging / name), recursive=True)
-                else:
-                    fs.get_file(path, str(staging / name))
-            files = _verify(staging, name, path, info, entries, where)
-            dest = out_dir / name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            elif dest.exists() or dest.is_symlink():
-                dest.unlink()
-            os.replace(staging / name, dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        files = _copy_verified(fs, path, info, entries, out_dir, where, remote_display)
     finally:
         if fs is not None:
             fs.close()
@@ -271,7 +200,7 @@ def fetch_dataset(
         "commit": commit,
         "path": path,
         "type": info["type"],
-        "md5": path_md5,
+        "md5": (info.get("dvc_info") or {}).get("md5"),
         "outs": outs,
         "remote": {k: v for k, v in remote_display.items() if k != "hint"} if remote_display else None,
         "local_path": name,
@@ -302,7 +231,131 @@ def read_lineage(directory: Path | str) -> dict[str, Any]:
     return data
 
 
+def sft_lineage(prepared_dir: Path | str, cot_metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What an SFT model records of its inputs: the prepared data's lineage.json and the CoT artifact's metadata."""
+    return {"data": json.loads((Path(prepared_dir) / LINEAGE_FILE).read_text()), "cot": dict(cot_metadata)}
+
+
 # ------------------------------------------------------------------------------------ internals
+
+
+def _remote_kwargs(remote: str | None) -> dict[str, Any]:
+    """DVCFileSystem arguments for ``remote``: a configured name, or a URL/path as an ad-hoc remote."""
+    if not remote:
+        return {}
+    if not _looks_like_location(remote):
+        return {"remote": remote}
+    url = remote if "://" in remote else os.path.abspath(os.path.expanduser(remote))
+    conf: dict[str, Any] = {"url": url}
+    if url.startswith("s3://") and os.environ.get("AWS_ENDPOINT_URL"):
+        conf["endpointurl"] = os.environ["AWS_ENDPOINT_URL"]
+    return {"remote": ADHOC_REMOTE, "remote_config": conf}
+
+
+@contextmanager
+def _open_errors(
+    repo_display: str, rev: str | None, path: str, remote: str | None, where: str, local: bool
+) -> Iterator[None]:
+    """Turn DVC's errors when opening the repository at a revision into ones that name all three."""
+    from dvc.config import ConfigError as DvcConfigError
+    from dvc.config import RemoteNotFoundError
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.scm import CloneError, RevError, SCMError
+
+    try:
+        yield
+    except RevError as exc:
+        raise ValueError(f"unknown git revision {rev!r} in {repo_display} (fetching {path!r})") from exc
+    except RemoteNotFoundError as exc:
+        raise ValueError(f"DVC remote {remote!r} is not configured in {repo_display} (fetching {where})") from exc
+    except DvcConfigError as exc:
+        raise ValueError(f"bad DVC config in {repo_display} (fetching {where}): {redact_url(str(exc))}") from exc
+    except (CloneError, NotDvcRepoError, SCMError) as exc:
+        hint = "" if local else " (check the URL, network access and, for a private repo, RNER_GIT_TOKEN)"
+        raise ValueError(
+            f"cannot open {repo_display} as a git+DVC repository (fetching {where}): "
+            f"{redact_url(str(exc)) or type(exc).__name__}{hint}"
+        ) from exc
+
+
+def _resolved_commit(dvc_repo: Any) -> str | None:
+    """The full sha of the revision the repository was opened at."""
+    commit = dvc_repo.get_rev()
+    if commit and not _SHA_RE.match(commit):
+        commit = dvc_repo.scm.resolve_rev(commit)
+    return commit
+
+
+def _remote_display(
+    remote_name: str | None, remote_conf: dict[str, Any], fs_kwargs: dict[str, Any], local: bool
+) -> dict[str, Any] | None:
+    """The remote as messages and lineage.json show it: name, URL without credentials, endpoint."""
+    if remote_name is None:
+        return None
+    shown: dict[str, Any] = {"name": remote_name, "url": redact_url(remote_conf.get("url"))}
+    if remote_conf.get("endpointurl"):
+        shown["endpointurl"] = remote_conf["endpointurl"]
+    if not local and fs_kwargs.get("remote") != ADHOC_REMOTE and "://" not in str(remote_conf.get("url", "://")):
+        # A local-directory remote named by a relative path resolves inside DVC's view
+        # of the cloned repo, not next to the original: say so if the data is missing.
+        shown["hint"] = (
+            "a local-directory remote of a repository given by URL cannot be reached; "
+            "pass --remote with the storage path or URL"
+        )
+    return shown
+
+
+def _path_info(fs: Any, path: str, where: str) -> dict[str, Any]:
+    try:
+        return fs.info(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{where}: no such file or directory at that commit") from exc
+
+
+def _dvc_entries(fs: Any, path: str, info: dict[str, Any], where: str) -> dict[str, Any]:
+    """The infos of the files to fetch, refused unless DVC (not only git) tracks the data."""
+    if info["type"] == "directory":
+        entries = fs.find(path, detail=True)
+        if not any(v.get("dvc_info") for v in entries.values()):
+            raise ValueError(f"{where}: the directory holds no DVC-tracked data (git-only or empty)")
+        return entries
+    if not info.get("dvc_info"):
+        raise ValueError(
+            f"{where}: tracked by git, not by DVC (fetch it with git; DVC tracks stage outs in "
+            f"dvc.yaml/dvc.lock and .dvc files)"
+        )
+    return {path: info}
+
+
+def _copy_verified(
+    fs: Any,
+    path: str,
+    info: dict[str, Any],
+    entries: dict[str, Any],
+    out_dir: Path,
+    where: str,
+    remote_display: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Fetch into a staging folder, check every md5, then replace ``out_dir/<name>`` in one rename."""
+    name = PurePosixPath(path).name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=out_dir))
+    try:
+        with _storage_errors(where, remote_display):
+            if info["type"] == "directory":
+                fs.get(path, str(staging / name), recursive=True)
+            else:
+                fs.get_file(path, str(staging / name))
+        files = _verify(staging, name, path, info, entries, where)
+        dest = out_dir / name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.replace(staging / name, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return files
 
 
 @contextmanager

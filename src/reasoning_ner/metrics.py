@@ -91,22 +91,28 @@ class SentenceScore:
     gold_pairs: list[tuple[str, str]]
     pred_offsets: list[tuple[int, int, str]] | None = None
     gold_offsets: list[tuple[int, int, str]] | None = None
+    #: the pairs the reference's parser reads from the same output (reasoning_ner.parity); None = pred_pairs
+    parity_pred_pairs: list[tuple[str, str]] | None = None
 
 
 def score(sentences: Iterable[SentenceScore], drop_invalid: bool = True) -> dict[str, Any]:
-    """Both metrics over a dataset's sentences."""
-    paper, strict = Tally(), Tally()
+    """The metrics over a dataset's sentences: paper (our parser), parity (the reference's parser,
+    predicted labels never filtered) and strict (grounded offsets)."""
+    paper, parity, strict = Tally(), Tally(), Tally()
     n = 0
     has_offsets = True
     for s in sentences:
         n += 1
-        paper.add(string_pairs(s.pred_pairs, drop_invalid), string_pairs(s.gold_pairs, drop_invalid))
+        gold = string_pairs(s.gold_pairs, drop_invalid)
+        paper.add(string_pairs(s.pred_pairs, drop_invalid), gold)
+        parity_pred = s.parity_pred_pairs if s.parity_pred_pairs is not None else s.pred_pairs
+        parity.add(string_pairs(parity_pred, drop_invalid=False), gold)
         if s.pred_offsets is None or s.gold_offsets is None:
             has_offsets = False
             continue
         keep = (lambda lbl: is_valid_label(lbl)) if drop_invalid else (lambda lbl: True)
         strict.add({o for o in s.pred_offsets if keep(o[2])}, {o for o in s.gold_offsets if keep(o[2])})
-    return {"sentences": n, "paper": paper.report(), "strict": strict.report() if has_offsets else None}
+    return {"sentences": n, "paper": paper.report(), "parity": parity.report(), "strict": strict.report() if has_offsets else None}
 
 
 def macro_average(per_dataset_f1: dict[str, float]) -> float:

@@ -65,11 +65,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .labels import clean_label
-from .metrics import sample_f1
-from .parsing import parse_answer, split_reasoning
+from .metrics import prf, sample_f1, string_pairs
+from .parity import reference_pairs, reference_parse
+from .parsing import ParseResult, parse_answer, split_reasoning
 
 __all__ = [
     "GOLD_COLUMN",
+    "PARSERS",
+    "answer_f1",
+    "answer_parser",
     "SCHEMA_COLUMN",
     "RewardBreakdown",
     "build_reward_funcs",
@@ -224,17 +228,40 @@ class RewardBreakdown:
         return f1_weight * self.f1 + schema_weight * self.schema + format_weight * self.format + length_weight * self.length
 
 
+#: The answer parsers a reward can read with (config ``grpo.reward_parser``).
+PARSERS: dict[str, Callable[..., ParseResult]] = {"reference": reference_parse, "lenient": parse_answer}
+
+
+def answer_parser(name: str) -> Callable[..., ParseResult]:
+    if name not in PARSERS:
+        raise ValueError(f"unknown answer parser {name!r}; use one of {sorted(PARSERS)}")
+    return PARSERS[name]
+
+
+def answer_f1(result: ParseResult, gold: Any, parser: str = "reference") -> float:
+    """Per-sample F1 of a parsed answer; 0 on a parse failure. The reference does not filter
+    predicted labels (an invalid one is a false positive); the lenient mode drops them as the
+    paper metric does."""
+    if not result.ok:
+        return 0.0
+    if parser == "reference":
+        pred, wanted = reference_pairs(result.pairs()), string_pairs(gold_pairs(gold))
+        return prf(len(pred & wanted), len(pred), len(wanted))["f1"]
+    return sample_f1(result.pairs(), gold_pairs(gold))
+
+
 def reward_breakdown(
     completion: Any,
     gold: Any,
     schema: Iterable[str] | None,
     budget: int | None = None,
     tokenizer: Any | None = None,
+    parser: str = "reference",
 ) -> RewardBreakdown:
     """All reward terms of one completion (the length term is 0 when ``budget`` is None)."""
     text = completion_text(completion)
-    result = parse_answer(text, list(schema) if schema is not None else None)
-    f1 = sample_f1(result.pairs(), gold_pairs(gold)) if result.ok else 0.0
+    result = answer_parser(parser)(text, list(schema) if schema is not None else None)
+    f1 = answer_f1(result, gold, parser)
     think = count_think_tokens(text, tokenizer)
     return RewardBreakdown(
         parsed=result.ok,
@@ -255,32 +282,35 @@ def _log(kwargs: dict[str, Any], name: str, value: float) -> None:
         log_metric(name, value)
 
 
-def f1_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+def f1_reward(completions: list[Any], parser: str = "reference", **kwargs: Any) -> list[float]:
     """Per-sample micro-F1 of the parsed answer against ``gold``; 0 on parse failure.
 
+    ``parser``: ``reference`` (the paper's rules, the default) or ``lenient`` (the serving parser).
     Empty gold + empty prediction scores 0 (reference ``safe_div``; see the module docstring).
     Also logs ``completions/parse_rate`` through trl's ``log_metric`` when available.
     """
     golds = _column(kwargs, GOLD_COLUMN, len(completions), "f1_reward")
+    parse = answer_parser(parser)
     rewards, parsed = [], 0
     for completion, gold in zip(completions, golds):
-        result = parse_answer(completion_text(completion))
+        result = parse(completion_text(completion))
         parsed += result.ok
-        rewards.append(sample_f1(result.pairs(), gold_pairs(gold)) if result.ok else 0.0)
+        rewards.append(answer_f1(result, gold, parser))
     if completions:
         _log(kwargs, "completions/parse_rate", parsed / len(completions))
     return rewards
 
 
-def schema_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+def schema_reward(completions: list[Any], parser: str = "reference", **kwargs: Any) -> list[float]:
     """1 iff the answer parses as JSON with an ``entities`` object and every label is in ``schema``.
 
     This rewards the correct empty answer ``{"entities": {}}`` when gold is empty (where F1 is 0).
     """
     schemas = _column(kwargs, SCHEMA_COLUMN, len(completions), "schema_reward")
+    parse = answer_parser(parser)
     rewards = []
     for completion, schema in zip(completions, schemas):
-        result = parse_answer(completion_text(completion), list(schema or []))
+        result = parse(completion_text(completion), list(schema or []))
         rewards.append(1.0 if result.schema_valid() else 0.0)
     return rewards
 
@@ -305,6 +335,11 @@ def length_reward(
     return [length_penalty(n, budget) for n in lengths]
 
 
+def _with_parser(func: RewardFunc, parser: str) -> RewardFunc:
+    """``func`` bound to one answer parser, still named ``func`` (trl logs rewards by name)."""
+    return functools.update_wrapper(functools.partial(func, parser=parser), func)
+
+
 def build_reward_funcs(grpo_cfg: Any, tokenizer: Any | None = None) -> tuple[list[RewardFunc], list[float]]:
     """The reward functions with a non-zero weight, and their weights, in the order
     F1, schema, format, length (the order of ``GRPOConfig.reward_weights``).
@@ -312,9 +347,11 @@ def build_reward_funcs(grpo_cfg: Any, tokenizer: Any | None = None) -> tuple[lis
     Raises ValueError for a negative weight, for all weights zero, and for a length weight
     without ``think_token_budget``; warns about a length weight without a format weight.
     """
+    parser = grpo_cfg.reward_parser
+    answer_parser(parser)  # an unknown name fails here, not in the first rollout
     terms: list[tuple[str, float, RewardFunc | None]] = [
-        ("reward_f1_weight", grpo_cfg.reward_f1_weight, f1_reward),
-        ("reward_schema_weight", grpo_cfg.reward_schema_weight, schema_reward),
+        ("reward_f1_weight", grpo_cfg.reward_f1_weight, _with_parser(f1_reward, parser)),
+        ("reward_schema_weight", grpo_cfg.reward_schema_weight, _with_parser(schema_reward, parser)),
         ("reward_format_weight", grpo_cfg.reward_format_weight, format_reward),
         ("reward_length_weight", grpo_cfg.reward_length_weight, None),
     ]

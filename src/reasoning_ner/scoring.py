@@ -21,6 +21,7 @@ from typing import Any
 
 from .grounding import ground
 from .metrics import SentenceScore, macro_average, score
+from .parity import reference_parse
 from .parsing import parse_answer
 from .records import Entity, NERRecord, RecordError, read_jsonl, read_records
 
@@ -49,7 +50,8 @@ def prediction_to_sentence(pred: dict[str, Any], gold_text: str, schema: list[st
         info["predicted"] = len(pairs)
     else:
         raise RecordError(f"prediction {pred.get('id')}: needs 'output' (raw generation) or 'entities'")
-    return SentenceScore(pairs, [], offsets, []), info
+    parity = reference_parse(pred["output"]).pairs() if isinstance(pred.get("output"), str) else None
+    return SentenceScore(pairs, [], offsets, [], parity_pred_pairs=parity), info
 
 
 def _entities(pred: dict[str, Any]) -> list[Entity]:
@@ -110,6 +112,7 @@ def score_predictions(gold: list[NERRecord], preds: dict[str, dict[str, Any]], d
         "datasets": datasets,
         "macro": {
             "paper_f1": macro_average({n: r["paper"]["f1"] for n, r in datasets.items()}),
+            "parity_f1": macro_average({n: r["parity"]["f1"] for n, r in datasets.items()}),
             "strict_f1": macro_average({n: r["strict"]["f1"] for n, r in datasets.items()}),
         },
     }

@@ -10,8 +10,8 @@ Records are flattened to three pandas frames, each validated by its own named su
   with an evaluation split, and (kind ``cot``) the reasoning-chain checks.
 
 Row-level logic GX cannot express on pandas (``UnexpectedRowsExpectation`` is SQL-only) is computed
-here first as a *problem* column: ``None`` when the row is fine, otherwise a short description of
-what is wrong (``"entity text 'Obam' != text[0:5] 'Obama'"``). The expectation is then
+first (:mod:`.validation_frames`) as a *problem* column: ``None`` when the row is fine, otherwise a
+short description of what is wrong (``"entity text 'Obam' != text[0:5] 'Obama'"``). The expectation is then
 ``ExpectColumnValuesToBeNull`` on that column, so Data Docs list the actual problems as the
 unexpected values. Checks that do not apply to a row (an offset check when ``start`` is not an
 int) leave it ``None`` so one corruption fails one expectation, not a cascade.
@@ -25,25 +25,47 @@ from __future__ import annotations
 import html
 import os
 import statistics as stats_mod
-import unicodedata
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .records import RecordError, read_jsonl, write_json
+from .records import write_json
+
+from .validation_frames import (
+    REQUIRED_FIELDS,
+    Loaded,
+    build_frames,
+    find_eval_files,
+    normalize_sentence,
+    read_inputs,
+    short_value,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+# The input side lives in validation_frames; its public names stay importable from here.
+__all__ = [
+    "MAX_EXAMPLES",
+    "REQUIRED_FIELDS",
+    "THINK_TAG_REGEX",
+    "FailedExpectation",
+    "Kind",
+    "ValidationReport",
+    "build_frames",
+    "checks",
+    "find_eval_files",
+    "format_report",
+    "normalize_sentence",
+    "validate_dataset",
+]
+
 Kind = Literal["ner", "cot"]
 
-REQUIRED_FIELDS = ("id", "text", "entities", "schema", "dataset", "split")
 #: Think tags belong to the rendered target (prompt.py adds them), never inside the chain itself.
 THINK_TAG_REGEX = r"(?i)</?\s*think\s*>"
 MAX_EXAMPLES = 5
-_VALUE_CHARS = 160
 
 
 @dataclass
@@ -79,194 +101,6 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ------------------------------------------------------------------------------ input and frames
-
-
-def find_eval_files(prepared_dir: str | os.PathLike[str]) -> list[Path]:
-    """Every ``*/test.jsonl`` and ``*/dev.jsonl`` under a prepared-data folder (``--eval-dir``)."""
-    root = Path(prepared_dir)
-    if not root.is_dir():
-        raise RecordError(f"{root}: evaluation folder does not exist")
-    files = sorted([*root.glob("*/test.jsonl"), *root.glob("*/dev.jsonl")])
-    if not files:
-        raise RecordError(f"{root}: no */test.jsonl or */dev.jsonl files (is it a prepared-data folder?)")
-    return files
-
-
-def _load(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise RecordError(f"{path}: input file does not exist")
-    try:
-        return list(read_jsonl(path))
-    except UnicodeDecodeError as exc:  # binary or non-UTF-8 file: read_jsonl only names JSON errors
-        raise RecordError(f"{path}: not a UTF-8 JSONL file ({exc.reason})") from exc
-
-
-def _unique_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    # --eval and --eval-dir may name the same file; validating it twice would fake duplicate ids.
-    seen: set[Path] = set()
-    out = []
-    for p in paths:
-        path = Path(p)
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(path)
-    return out
-
-
-def normalize_sentence(text: str) -> str:
-    """Leakage key: NFKC, case-folded, whitespace folded (punctuation kept: short sentences differ by it)."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def _scalar(value: Any) -> Any:
-    """GX frames hold scalars only (its batch fingerprint hashes every cell); lists become JSON text."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    import json
-
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _short(value: Any) -> str:
-    if value is None:
-        return "<missing>"
-    text = value if isinstance(value, str) else repr(value)
-    if isinstance(value, str) and (not value.strip() or value != value.strip()):
-        text = repr(value)  # make empty / whitespace-only values visible
-    return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 3] + "..."
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _record_type_errors(obj: dict[str, Any]) -> str | None:
-    """Wrong types of present fields (absence is the *_present expectations' job)."""
-    problems = []
-    for key in ("id", "text", "dataset", "split"):
-        if obj.get(key) is not None and not isinstance(obj[key], str):
-            problems.append(f"{key} is {_type_name(obj[key])}, expected string")
-    if obj.get("entities") is not None and not isinstance(obj["entities"], list):
-        problems.append(f"entities is {_type_name(obj['entities'])}, expected list")
-    schema = obj.get("schema")
-    if schema is not None and not (isinstance(schema, list) and all(isinstance(s, str) for s in schema)):
-        problems.append("schema is not a list of strings")
-    if obj.get("cot") is not None and not isinstance(obj["cot"], str):
-        problems.append(f"cot is {_type_name(obj['cot'])}, expected string")
-    meta = obj.get("meta")
-    if meta is not None:
-        if not isinstance(meta, dict):
-            problems.append(f"meta is {_type_name(meta)}, expected object")
-        elif "teacher" in meta and not (isinstance(meta["teacher"], str) and meta["teacher"].strip()):
-            problems.append("meta.teacher is not a non-empty string")
-    return "; ".join(problems) or None
-
-
-def _entity_rows(obj: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
-    entities = obj.get("entities")
-    if not isinstance(entities, list):
-        return []  # record_field_types / entities_present report it
-    text = obj.get("text")
-    schema = obj.get("schema")
-    schema_set = set(schema) if isinstance(schema, list) and all(isinstance(s, str) for s in schema) else None
-    rows = []
-    for i, ent in enumerate(entities):
-        row = {**base, "entity": i, "entity_errors": None, "offset_problem": None, "surface_problem": None,
-               "label_problem": None}
-        if not isinstance(ent, dict):
-            row["entity_errors"] = f"entities[{i}] is {_type_name(ent)}, expected object"
-            rows.append(row)
-            continue
-        start, end, label, surface = ent.get("start"), ent.get("end"), ent.get("label"), ent.get("text")
-        problems = [f"{k} missing" for k in ("start", "end", "label", "text") if ent.get(k) is None]
-        problems += [f"{k} is {_type_name(v)}, expected int" for k, v in (("start", start), ("end", end))
-                     if v is not None and not _is_int(v)]
-        problems += [f"{k} is {_type_name(v)}, expected string" for k, v in (("label", label), ("text", surface))
-                     if v is not None and not isinstance(v, str)]
-        row["entity_errors"] = "; ".join(problems) or None
-        if _is_int(start) and _is_int(end) and isinstance(text, str):
-            if not 0 <= start < end <= len(text):
-                row["offset_problem"] = f"[{start}, {end}) outside text of length {len(text)}"
-            elif isinstance(surface, str) and text[start:end] != surface:
-                row["surface_problem"] = f"entity text {surface!r} != text[{start}:{end}] {text[start:end]!r}"
-        if isinstance(label, str) and schema_set is not None and label not in schema_set:
-            shown = ", ".join(sorted(schema_set)[:12]) + (", ..." if len(schema_set) > 12 else "")
-            row["label_problem"] = f"label {label!r} not in schema [{shown}]"
-        rows.append(row)
-    return rows
-
-
-def _display_file(path: Path) -> str:
-    # <dataset>/<split>.jsonl is what identifies a prepared file; the full path is in statistics.
-    return str(Path(path.parent.name) / path.name) if path.parent.name else path.name
-
-
-def build_frames(
-    train: list[tuple[Path, list[dict[str, Any]]]], evals: list[tuple[Path, list[dict[str, Any]]]]
-) -> dict[str, pd.DataFrame]:
-    """records / entities / training frames (object dtype: no NaN coercion of ints or None)."""
-    import pandas as pd
-
-    eval_index: dict[str, str] = {}
-    for path, objs in evals:
-        for obj in objs:
-            text = obj.get("text")
-            if isinstance(text, str) and text.strip():
-                eval_index.setdefault(normalize_sentence(text), f"{_scalar(obj.get('id'))} ({_display_file(path)})")
-
-    def leak(text: Any) -> str | None:
-        if not (isinstance(text, str) and text.strip()):
-            return None
-        ref = eval_index.get(normalize_sentence(text))
-        return f"{_short(text if len(text) <= 80 else text[:77] + '...')} also in {ref}" if ref else None
-
-    records, entities, training = [], [], []
-    for role, files in (("train", train), ("eval", evals)):
-        for path, objs in files:
-            shown = _display_file(path)
-            for line, obj in enumerate(objs, 1):
-                base = {"id": _scalar(obj.get("id")), "file": shown, "line": line}
-                text = obj.get("text")
-                records.append({
-                    **base, "role": role,
-                    **{k: _scalar(obj.get(k)) for k in REQUIRED_FIELDS if k != "id"},
-                    "type_errors": _record_type_errors(obj),
-                    "text_stripped": text.strip() if isinstance(text, str) else None,
-                })
-                entities.extend(_entity_rows(obj, base))
-                if role != "train":
-                    continue
-                cot = obj.get("cot")
-                cot_ok = isinstance(cot, str) and bool(cot.strip())
-                training.append({
-                    **base,
-                    "dataset": _scalar(obj.get("dataset")),
-                    "leaked_into": leak(text),
-                    # A non-string cot counts as present here; record_field_types reports its type.
-                    "cot_nonempty": None if cot is None or (isinstance(cot, str) and not cot.strip()) else _scalar(cot),
-                    "cot_display": _scalar(cot),
-                    "cot_str": cot if isinstance(cot, str) else None,
-                    # Empty chains are cot_present's failure, not also a word-count one.
-                    "cot_words": len(cot.split()) if cot_ok else None,
-                })
-    columns = {
-        "records": ["file", "line", "role", *REQUIRED_FIELDS, "type_errors", "text_stripped"],
-        "entities": ["id", "file", "line", "entity", "entity_errors", "offset_problem", "surface_problem",
-                     "label_problem"],
-        "training": ["id", "file", "line", "dataset", "leaked_into", "cot_nonempty", "cot_display", "cot_str",
-                     "cot_words"],
-    }
-    rows = {"records": records, "entities": entities, "training": training}
-    # Fixed columns even for empty frames: an expectation on a missing column is a GX error, not a check.
-    return {name: pd.DataFrame(rows[name], columns=columns[name], dtype=object) for name in columns}
 
 
 # ------------------------------------------------------------------------------ the suites
@@ -361,23 +195,92 @@ def _context(gx: Any, docs_dir: Path | None) -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
+# ------------------------------------------------------------------------------ running the suites
+
+
+def _run_suites(
+    gx: Any, ctx: Any, kind: str, frames: dict[str, pd.DataFrame], all_checks: list[_Check]
+) -> dict[str, Any]:
+    """One suite per frame, run on that frame; returns expectation name -> (frame name, GX result)."""
+    import great_expectations.expectations as gxe
+
+    source = ctx.data_sources.add_pandas("rner")
+    results: dict[str, Any] = {}
+    for frame_name, frame in frames.items():
+        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{kind}_{frame_name}"))
+        for c in (c for c in all_checks if c.frame == frame_name):
+            cls = getattr(gxe, c.gx_class)
+            # GX renders the description as an unescaped HTML template: escape the "<" in "start < end".
+            described = html.escape(f"{c.name}: {c.description}", quote=False)
+            suite.add_expectation(cls(**c.kwargs, meta={"name": c.name}, description=described))
+        batch = source.add_dataframe_asset(name=frame_name).add_batch_definition_whole_dataframe("all")
+        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+        res = vd.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
+        )
+        for r in res.results:
+            results[r.expectation_config.meta["name"]] = (frame_name, r)
+    return results
+
+
+def _gx_error(exception_info: Any) -> str | None:
+    """The message of an exception GX raised while evaluating an expectation, if any."""
+    if isinstance(exception_info, dict) and exception_info.get("raised_exception"):
+        return str(exception_info.get("exception_message"))
+    if isinstance(exception_info, dict):  # per-metric errors are keyed by metric id
+        msgs = [v.get("exception_message") for v in exception_info.values()
+                if isinstance(v, dict) and v.get("raised_exception")]
+        return "; ".join(str(m) for m in msgs) or None
+    return None
+
+
 def _examples(frame: pd.DataFrame, indexes: list[Any], show: str) -> list[dict[str, Any]]:
     out = []
     for idx in indexes[:MAX_EXAMPLES]:
         row = frame.loc[idx]
-        ex = {"id": row["id"], "file": row["file"], "line": int(row["line"]), "value": _short(row[show])}
+        ex = {"id": row["id"], "file": row["file"], "line": int(row["line"]), "value": short_value(row[show])}
         if "entity" in frame.columns:
             ex["entity"] = int(row["entity"])
         out.append(ex)
     return out
 
 
-def _statistics(
-    train: list[tuple[Path, list[dict]]],
-    evals: list[tuple[Path, list[dict]]],
-    frames: dict[str, pd.DataFrame],
-    kind: str,
-) -> dict[str, Any]:
+def _failed_expectation(c: _Check, r: Any, suite_name: str, frame: pd.DataFrame) -> FailedExpectation:
+    result = r.result or {}
+    return FailedExpectation(
+        name=c.name,
+        expectation_type=r.expectation_config.type,
+        suite=suite_name,
+        description=c.description,
+        unexpected_count=int(result.get("unexpected_count", 0)),
+        element_count=int(result.get("element_count", len(frame))),
+        examples=_examples(frame, list(result.get("partial_unexpected_index_list") or []), c.show),
+        observed_value=result.get("observed_value"),
+        error=_gx_error(r.exception_info),
+    )
+
+
+def _outcomes(
+    kind: str, all_checks: list[_Check], results: dict[str, Any], frames: dict[str, pd.DataFrame]
+) -> tuple[list[dict[str, Any]], list[FailedExpectation]]:
+    """(every expectation that ran, the failed ones with examples), both in report order."""
+    ran: list[dict[str, Any]] = []
+    failed: list[FailedExpectation] = []
+    for c in all_checks:
+        frame_name, r = results[c.name]
+        suite_name = f"{kind}_{frame_name}"
+        ran.append({"name": c.name, "expectation_type": r.expectation_config.type, "suite": suite_name,
+                    "success": bool(r.success)})
+        if not r.success:
+            failed.append(_failed_expectation(c, r, suite_name, frames[frame_name]))
+    return ran, failed
+
+
+# ------------------------------------------------------------------------------ the report
+
+
+def _statistics(train: list[Loaded], evals: list[Loaded], frames: dict[str, pd.DataFrame], kind: str) -> dict[str, Any]:
     training = frames["training"]
     out: dict[str, Any] = {
         "files": [{"path": str(p), "role": role, "records": len(objs)}
@@ -394,6 +297,17 @@ def _statistics(
             {"min": min(words), "median": stats_mod.median(words), "max": max(words)} if words else None
         )
     return out
+
+
+def _chain_bounds(min_chain_words: int | None, max_chain_words: int | None) -> tuple[int, int]:
+    """Chain-length bounds; a missing one is ``CoTConfig``'s default."""
+    if min_chain_words is None or max_chain_words is None:
+        from .config import CoTConfig
+
+        fields = CoTConfig.model_fields
+        min_chain_words = fields["min_chain_words"].default if min_chain_words is None else min_chain_words
+        max_chain_words = fields["max_chain_words"].default if max_chain_words is None else max_chain_words
+    return int(min_chain_words), int(max_chain_words)
 
 
 def validate_dataset(
@@ -415,77 +329,22 @@ def validate_dataset(
         raise ValueError(f"kind must be 'ner' or 'cot', not {kind!r}")
     if not train_files:
         raise ValueError("at least one training file is required")
-    if min_chain_words is None or max_chain_words is None:
-        from .config import CoTConfig
-
-        fields = CoTConfig.model_fields
-        min_chain_words = fields["min_chain_words"].default if min_chain_words is None else min_chain_words
-        max_chain_words = fields["max_chain_words"].default if max_chain_words is None else max_chain_words
+    min_words, max_words = _chain_bounds(min_chain_words, max_chain_words)
 
     # Read everything before the slow GX import, so a bad path fails fast.
-    train = [(p, _load(p)) for p in _unique_paths(train_files)]
-    evals = [(p, _load(p)) for p in _unique_paths(eval_files)]
+    train = read_inputs(train_files)
+    evals = read_inputs(eval_files)
     frames = build_frames(train, evals)
 
     gx = _import_gx()
-    import great_expectations.expectations as gxe
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Earlier runs' pages in docs_dir are removed by GX's index builder (skip_and_clean_missing):
     # the in-memory stores only know this run, so the published site is always this run alone.
     docs_dir = out_dir / "data_docs"
     ctx = _context(gx, docs_dir if data_docs else None)
-    source = ctx.data_sources.add_pandas("rner")
-
-    all_checks = checks(kind, list(zero_shot_datasets), int(min_chain_words), int(max_chain_words))
-    results: dict[str, Any] = {}
-    for frame_name, frame in frames.items():
-        mine = [c for c in all_checks if c.frame == frame_name]
-        suite = ctx.suites.add(gx.ExpectationSuite(name=f"{kind}_{frame_name}"))
-        for c in mine:
-            cls = getattr(gxe, c.gx_class)
-            # GX renders the description as an unescaped HTML template: escape the "<" in "start < end".
-            described = html.escape(f"{c.name}: {c.description}", quote=False)
-            suite.add_expectation(cls(**c.kwargs, meta={"name": c.name}, description=described))
-        batch = source.add_dataframe_asset(name=frame_name).add_batch_definition_whole_dataframe("all")
-        vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
-        res = vd.run(
-            batch_parameters={"dataframe": frame},
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
-        )
-        for r in res.results:
-            results[r.expectation_config.meta["name"]] = (frame_name, r)
-
-    failed: list[FailedExpectation] = []
-    ran: list[dict[str, Any]] = []
-    for c in all_checks:
-        frame_name, r = results[c.name]
-        gx_type = r.expectation_config.type
-        suite_name = f"{kind}_{frame_name}"
-        ran.append({"name": c.name, "expectation_type": gx_type, "suite": suite_name, "success": bool(r.success)})
-        if r.success:
-            continue
-        result = r.result or {}
-        error = None
-        if isinstance(r.exception_info, dict) and r.exception_info.get("raised_exception"):
-            error = str(r.exception_info.get("exception_message"))
-        elif isinstance(r.exception_info, dict):  # per-metric errors are keyed by metric id
-            msgs = [v.get("exception_message") for v in r.exception_info.values()
-                    if isinstance(v, dict) and v.get("raised_exception")]
-            error = "; ".join(str(m) for m in msgs) or None
-        frame = frames[frame_name]
-        failed.append(FailedExpectation(
-            name=c.name,
-            expectation_type=gx_type,
-            suite=suite_name,
-            description=c.description,
-            unexpected_count=int(result.get("unexpected_count", 0)),
-            element_count=int(result.get("element_count", len(frame))),
-            examples=_examples(frame, list(result.get("partial_unexpected_index_list") or []), c.show),
-            observed_value=result.get("observed_value"),
-            error=error,
-        ))
+    all_checks = checks(kind, list(zero_shot_datasets), min_words, max_words)
+    ran, failed = _outcomes(kind, all_checks, _run_suites(gx, ctx, kind, frames, all_checks), frames)
 
     index = None
     if data_docs:
@@ -497,8 +356,8 @@ def validate_dataset(
         evaluated_expectations=len(ran),
         successful_expectations=len(ran) - len(failed),
         unsuccessful_expectations=len(failed),
-        min_chain_words=int(min_chain_words) if kind == "cot" else None,
-        max_chain_words=int(max_chain_words) if kind == "cot" else None,
+        min_chain_words=min_words if kind == "cot" else None,
+        max_chain_words=max_words if kind == "cot" else None,
         zero_shot_datasets=sorted(zero_shot_datasets),
     )
     report = ValidationReport(

@@ -46,7 +46,7 @@ def test_metric_names_exist() -> None:
     used = set().union(*(used_metrics(t["expr"]) for p in dash["panels"] for t in p["targets"]))
     assert {"vllm:num_requests_waiting", "rner_parse_failures_total", "rner_tokens_total"} <= used
     exported = service_metrics()
-    assert exported, "the NER service exports no metric (src/reasoning_ner/serving/backends.py)"
+    assert exported, "the NER service exports no metric (src/reasoning_ner/serving/prometheus.py)"
     assert used <= VLLM | KUBE_STATE | exported, f"unknown metrics: {sorted(used - (VLLM | KUBE_STATE | exported))}"
 
 

@@ -41,7 +41,7 @@ def test_metric_names_exist() -> None:
     exported = service_metrics()
     used = set().union(*(used_metrics(r["expr"]) for r in rules().values()))
     assert used, "no metric found in the rules"
-    assert exported, "the NER service exports no metric (src/reasoning_ner/serving/backends.py)"
+    assert exported, "the NER service exports no metric (src/reasoning_ner/serving/prometheus.py)"
     known = VLLM | KUBE_STATE | exported
     assert used <= known, f"unknown metrics: {sorted(used - known)}"
 

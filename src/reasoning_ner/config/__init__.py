@@ -2,7 +2,8 @@
 
 Resolution order (later wins): built-in defaults -> the named profile -> the YAML file
 (``params.yaml``, shared with DVC) -> ``--set key.path=value`` overrides from the CLI.
-The CLI, DVC stages, KFP components and the server all call :func:`load_config`.
+Entry points (the CLI, ``python -m`` mains, KFP components, the server) call :func:`resolve_config`,
+which adds one rule: ``./params.yaml`` is the file when none is given and no profile is named.
 """
 
 from __future__ import annotations
@@ -141,6 +142,18 @@ class CoTConfig(_Section):
     max_chain_words: int = Field(3000, ge=1)
     max_records_per_dataset: int | None = Field(None, ge=1, description="Cap per training dataset (None = all).")
     out_dir: str = Field("work/cot", description="Where accepted/rejected records and stats are written.")
+    sft_data: Literal["synthesized", "ner-cot"] = Field(
+        "synthesized", description="Stage 1's output: chains synthesized by the teacher, or the paper's NER-CoT records "
+        "imported from ner_cot_uri (the same structural checks, evaluation sentences dropped; reasoning_ner.cot.ner_cot).")
+    ner_cot_uri: str | None = Field(
+        None, description="NER-CoT records (JSON list or JSONL): a local file or folder (a `dvc import`-ed path) or an "
+        "fsspec URL such as s3://bucket/ner-cot.json; needed with sft_data: ner-cot.")
+
+    @model_validator(mode="after")
+    def _ner_cot_needs_a_source(self) -> CoTConfig:
+        if self.sft_data == "ner-cot" and not self.ner_cot_uri:
+            raise ValueError("cot.sft_data is 'ner-cot' but cot.ner_cot_uri is not set (a path or s3:// URL of the records)")
+        return self
 
 
 class SFTSection(_Section):
@@ -239,6 +252,10 @@ class GRPOSection(_Section):
     compile_generation: bool = Field(
         False, description="CUDA, without vLLM: torch.compile the decode step (CUDA graphs); needs generation_cache=static."
     )
+    reward_parser: Literal["reference", "lenient"] = Field(
+        "reference", description="Parser of the F1 and schema rewards: reference = the paper's rules (no prose around the "
+        "JSON, ```json fences only, lists of strings; reasoning_ner.parity); lenient = the serving parser, which "
+        "credits answers the paper scores 0.")
     reward_f1_weight: float = 10.0
     reward_schema_weight: float = 1.0
     reward_format_weight: float = 0.0
@@ -267,6 +284,10 @@ class EvalSection(_Section):
     max_model_len: int = 8192
     split: str = "test"
     supervised_datasets: list[str] = Field(default_factory=lambda: ["conll2003"])
+    parity: bool = Field(
+        True, description="Paper parity for the zero-shot suite (Table 1): the reference's evaluation files (InstructUIE "
+        "test.json, written by `rner data prepare` as reference-test.jsonl), its gold rules and its answer parser "
+        "(reasoning_ner.parity). The strict offset F1 is reported next to it either way.")
     limit: int | None = Field(None, ge=1, description="Sentences per dataset (seeded sample); None = all.")
     seed: int = 42
     out_dir: str = "work/eval"
@@ -277,7 +298,7 @@ class PromotionSection(_Section):
 
     registry_uri: str = Field("work/registry", description="fsspec URI: a local folder, or s3://bucket/prefix in clusters.")
     gate_suite: Literal["zero-shot", "supervised"] = "zero-shot"
-    gate_metric: Literal["paper_f1", "strict_f1"] = "paper_f1"
+    gate_metric: Literal["paper_f1", "parity_f1", "strict_f1"] = "paper_f1"
     min_gate_value: float = Field(0.0, ge=0, le=1, description="Absolute floor for the gate metric.")
     min_parse_rate: float = Field(0.0, ge=0, le=1, description="Floor for the suite's mean parse rate.")
     tolerance: float = Field(0.0, ge=0, description="Promote when candidate >= champion - tolerance.")
@@ -485,6 +506,30 @@ def load_config(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration (profile {name}): {problems}") from exc
+
+
+#: The file DVC stages share with every entry point (read from the working directory).
+PARAMS_FILE = "params.yaml"
+
+
+def resolve_config(
+    config_path: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Config:
+    """The configuration of an entry point: the ``rner`` CLI, the ``python -m`` mains, the KFP
+    components and the server all resolve through here, so one set of flags means one config.
+
+    An explicit ``config_path`` is read; without one, ``./params.yaml`` is read when present and no
+    ``profile`` is named: naming a profile means that profile as defined, not params.yaml's edits
+    of whichever profile it names.
+    """
+    if config_path is None and profile is None:
+        candidate = Path(cwd or ".") / PARAMS_FILE
+        if candidate.is_file():
+            config_path = candidate
+    return load_config(config_path, profile, overrides)
 
 
 def config_fingerprint(cfg: Config) -> str:

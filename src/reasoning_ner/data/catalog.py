@@ -21,6 +21,7 @@ from ..labels import (
     make_schema,
     map_label,
 )
+from ..parity import reference_label, reference_schema
 from ..records import NERRecord
 from .formats import (
     FormatError,
@@ -132,13 +133,13 @@ def available_splits(spec: DatasetSpec, source_dir: Path, source_format: str) ->
     """split -> file for the chosen source format; raises when the dataset's files are missing."""
     if source_format == "native":
         files = {split: source_dir / rel for split, (rel, _) in spec.native_files.items()}
-    elif source_format == "instructuie":
+    elif source_format in ("instructuie", "reference"):
         if spec.instructuie_dir is None:
             raise ValueError(f"dataset {spec.name} has no InstructUIE copy; use --format native")
         base = source_dir / "ie_instructions_ner" / spec.instructuie_dir
         files = {split: base / f"{split}.json" for split in ("train", "dev", "test")}
     else:
-        raise ValueError(f"unknown source format {source_format!r}; use native or instructuie")
+        raise ValueError(f"unknown source format {source_format!r}; use native, instructuie or reference")
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -165,8 +166,11 @@ def iter_split(
             raw_labels = json.loads(label_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise FormatError(f"{label_file}: cannot read the label list ({exc})") from exc
-        schema = make_schema({map_label(t, INSTRUCTUIE_LABELS) for t in raw_labels}, keep_invalid)
         reader = read_instructuie
+        if source_format == "reference":
+            yield from _reference_records(path, RecordContext(spec.name, split, None, reference_schema(raw_labels), False, "reference"))
+            return
+        schema = make_schema({map_label(t, INSTRUCTUIE_LABELS) for t in raw_labels}, keep_invalid)
         ctx = RecordContext(spec.name, split, INSTRUCTUIE_LABELS, schema, keep_invalid, "instructuie")
     for record in reader(path, ctx):
         if ctx.schema is not None:
@@ -176,4 +180,14 @@ def iter_split(
                     f"{path}: record {record.id} has label(s) {unknown} outside the {spec.name} label set "
                     f"{ctx.schema}; add them to the dataset's label map"
                 )
+        yield record
+
+
+def _reference_records(path: Path, ctx: RecordContext) -> Iterator[NERRecord]:
+    """The InstructUIE file as the reference's evaluation reads it (:mod:`reasoning_ner.parity`):
+    labels lower-cased only, gold whose label is outside the dataset's schema dropped, not renamed."""
+    for record in read_instructuie(path, ctx, label_of=reference_label):
+        kept = [e for e in record.entities if e.label in ctx.schema]
+        record.meta["reference_dropped"] = len(record.entities) - len(kept)
+        record.entities = kept
         yield record

@@ -8,7 +8,7 @@ space, exactly as the InstructUIE JSON copies were built; offsets are computed w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,8 +158,13 @@ def _load_json(path: Path) -> Any:
         raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
 
-def read_instructuie(path: Path, ctx: RecordContext) -> Iterator[NERRecord]:
-    """InstructUIE ``IE_INSTRUCTIONS`` JSON: ``[{sentence, entities: [{name, type, pos}]}]``."""
+def read_instructuie(path: Path, ctx: RecordContext, label_of: Callable[[str], str] | None = None) -> Iterator[NERRecord]:
+    """InstructUIE ``IE_INSTRUCTIONS`` JSON: ``[{sentence, entities: [{name, type, pos}]}]``.
+
+    Types go through the context's label map unless ``label_of`` is given (parity mode reads
+    them as the reference does).
+    """
+    label_of = label_of or (lambda raw: map_label(raw, ctx.label_map))
     rows = _load_json(path)
     if not isinstance(rows, list):
         raise FormatError(f"{path}: expected a JSON list of records")
@@ -167,7 +172,7 @@ def read_instructuie(path: Path, ctx: RecordContext) -> Iterator[NERRecord]:
         try:
             text = row["sentence"]
             entities = [
-                Entity(int(e["pos"][0]), int(e["pos"][1]), map_label(e["type"], ctx.label_map), e["name"])
+                Entity(int(e["pos"][0]), int(e["pos"][1]), label_of(e["type"]), e["name"])
                 for e in row["entities"]
             ]
         except (KeyError, TypeError, IndexError) as exc:

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..records import NERRecord, write_json, write_jsonl
-from .catalog import DATASET_NAMES, available_splits, get_spec, iter_split
+from .catalog import DATASET_NAMES, DatasetSpec, available_splits, get_spec, iter_split
+
+#: Prefix of the reference-format evaluation file next to a prepared dataset's splits.
+REFERENCE_PREFIX = "reference-"
 
 
 def split_stats(records: list[NERRecord]) -> dict[str, Any]:
@@ -58,8 +61,30 @@ def prepare_dataset(
                 on_record(1)
         write_jsonl(out_dir / name / f"{split}.jsonl", records)
         stats["splits"][split] = split_stats(records)
+    stats["parity"] = prepare_reference_test(spec, source_dir, out_dir / name)
     write_json(out_dir / name / "stats.json", stats)
     return stats
+
+
+def reference_test_path(dataset_dir: Path, split: str = "test") -> Path:
+    """Where the reference's evaluation file of a prepared dataset lives (parity mode)."""
+    return dataset_dir / f"{REFERENCE_PREFIX}{split}.jsonl"
+
+
+def prepare_reference_test(spec: DatasetSpec, source_dir: Path, dataset_dir: Path) -> dict[str, Any] | None:
+    """Also write the test split exactly as the reference evaluates it (InstructUIE ``test.json``,
+    its gold rules: :mod:`reasoning_ner.parity`), for paper-parity evaluation. None when the dataset
+    has no InstructUIE copy or the copy is not in ``source_dir``."""
+    if spec.instructuie_dir is None:
+        return None
+    try:
+        records = list(iter_split(spec, "test", source_dir, "reference"))
+    except FileNotFoundError:
+        return None
+    path = reference_test_path(dataset_dir)
+    write_jsonl(path, records)
+    return {"file": str(path), "gold_dropped_outside_schema": sum(r.meta["reference_dropped"] for r in records),
+            **split_stats(records)}
 
 
 def resolve_names(dataset: str | Iterable[str]) -> list[str]:

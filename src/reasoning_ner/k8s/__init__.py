@@ -1,10 +1,13 @@
 """Kubernetes objects for serving: one typed settings object, one builder, the kustomize tree, the deploy step.
 
-* :mod:`.inference_service`: :class:`ServingSettings` (chart values 1:1) and the builders of the
-  InferenceService, ServiceAccount, NetworkPolicy and KEDA ScaledObjects (plain dicts);
+* :mod:`.inference_service`: the builders of the InferenceService, ServiceAccount, NetworkPolicy and
+  KEDA ScaledObjects (plain dicts) from :class:`ServingSettings` (chart values 1:1, part of the
+  configuration: :mod:`reasoning_ner.config.serving`);
 * :mod:`.manifests`: :func:`generate_manifests` writes ``manifests/`` (kustomize base + overlays);
 * :mod:`.schema`: offline validation against the CRDs' OpenAPI schemas and core Kubernetes schemas;
-* :mod:`.preflight`: ``rner preflight``, read-only checks of a cluster before a run (docs/preflight.md),
+* :mod:`.trainjob` and :mod:`.trainjob_step`: the Kubeflow Trainer TrainJob and the pipeline step around it;
+* :mod:`.preflight` (rows in :mod:`.preflight_base` and :mod:`.preflight_s3` too): ``rner preflight``, read-only
+  checks of a cluster before a run (docs/preflight.md),
   over :mod:`.kubeapi` (kubeconfig / in-cluster access and GET over plain HTTP, no Kubernetes client);
   :mod:`.kfp_backend` holds the minimum KFP backend version;
 * :mod:`.deploy`: :func:`deploy` rolls a promoted model out with the Kubernetes client (imported there

@@ -325,6 +325,18 @@ def read_yaml_mapping(path: Path, what: str, error: type[Exception]) -> dict[str
     return doc
 
 
+#: A kubeconfig section by entry name: the entry's body and the folder relative paths in it start from.
+NamedEntries = dict[str, tuple[dict[str, Any], Path]]
+
+#: User fields client-go reads that this client refuses (with why), rather than connect without them.
+UNSUPPORTED_USER_FIELDS = (
+    ("auth-provider", "the legacy auth-provider plugins are gone from client-go; use an exec plugin "
+                      "(gke-gcloud-auth-plugin, kubelogin)"),
+    ("username", "basic auth is not supported"), ("password", "basic auth is not supported"),
+    ("as", "impersonation is not supported"), ("as-groups", "impersonation is not supported"),
+)
+
+
 def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None,
                     env: Mapping[str, str] | None = None) -> ClusterAccess:
     """The access of ``context`` (default: current-context) from the kubeconfig file(s)."""
@@ -333,16 +345,7 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | N
     if not existing:
         raise KubeConfigError(f"no kubeconfig found (looked at {', '.join(map(str, paths))}); set KUBECONFIG, "
                               "pass --kubeconfig, or run in a pod with --in-cluster")
-    clusters: dict[str, tuple[dict[str, Any], Path]] = {}
-    users: dict[str, tuple[dict[str, Any], Path]] = {}
-    contexts: dict[str, tuple[dict[str, Any], Path]] = {}
-    current = None
-    for source in existing:
-        doc = read_yaml_mapping(source, "kubeconfig", KubeConfigError)
-        _named(doc, "clusters", "cluster", source, clusters)
-        _named(doc, "users", "user", source, users)
-        _named(doc, "contexts", "context", source, contexts)
-        current = current or doc.get("current-context") or None
+    clusters, users, contexts, current = _merge_kubeconfigs(existing)
     name = context or current
     files = ", ".join(map(str, existing))
     if not name:
@@ -354,64 +357,91 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | N
     if not cluster_name or cluster_name not in clusters:
         raise KubeConfigError(f"{files}: contexts[{name!r}].context.cluster {cluster_name!r} is not in clusters")
     cluster, cluster_base = clusters[cluster_name]
-    where = f"clusters[{cluster_name!r}].cluster"
+    access = _cluster_access(cluster, cluster_base, f"clusters[{cluster_name!r}].cluster", files,
+                             source=f"kubeconfig {files}, context {name}", namespace=ctx.get("namespace") or None)
+    if user_name is None:
+        return access
+    if user_name not in users:
+        raise KubeConfigError(f"{files}: contexts[{name!r}].context.user {user_name!r} is not in users")
+    user, user_base = users[user_name]
+    _add_user_credentials(access, user, user_base, f"users[{user_name!r}].user", files)
+    return access
+
+
+def _merge_kubeconfigs(sources: list[Path]) -> tuple[NamedEntries, NamedEntries, NamedEntries, str | None]:
+    """Clusters, users and contexts of all files (the first file naming an entry wins, as in kubectl),
+    and the first current-context set."""
+    clusters: NamedEntries = {}
+    users: NamedEntries = {}
+    contexts: NamedEntries = {}
+    current = None
+    for source in sources:
+        doc = read_yaml_mapping(source, "kubeconfig", KubeConfigError)
+        _named(doc, "clusters", "cluster", source, clusters)
+        _named(doc, "users", "user", source, users)
+        _named(doc, "contexts", "context", source, contexts)
+        current = current or doc.get("current-context") or None
+    return clusters, users, contexts, current
+
+
+def _cluster_access(cluster: dict[str, Any], base: Path, where: str, files: str, *, source: str,
+                    namespace: str | None) -> ClusterAccess:
+    """The access a cluster entry gives before any user credentials: server, TLS settings and CA."""
     server = cluster.get("server")
     if not server:
         raise KubeConfigError(f"{files}: {where}.server is missing")
     if not re.match(r"^https?://", str(server)):
         raise KubeConfigError(f"{files}: {where}.server {server!r} must be an http(s):// URL")
-    access = ClusterAccess(server=str(server), source=f"kubeconfig {files}, context {name}",
-                           namespace=ctx.get("namespace") or None,
+    access = ClusterAccess(server=str(server), source=source, namespace=namespace,
                            insecure=bool(cluster.get("insecure-skip-tls-verify")),
                            tls_server_name=cluster.get("tls-server-name") or None,
                            proxy=cluster.get("proxy-url") or None)
     if cluster.get("certificate-authority-data"):
         access.ca_pem = _b64(str(cluster["certificate-authority-data"]), f"{where}.certificate-authority-data").decode()
     elif cluster.get("certificate-authority"):
-        access.ca_pem = _read(str(cluster["certificate-authority"]), cluster_base, f"{where}.certificate-authority").decode()
-    if user_name is None:
-        return access
-    if user_name not in users:
-        raise KubeConfigError(f"{files}: contexts[{name!r}].context.user {user_name!r} is not in users")
-    user, user_base = users[user_name]
-    where = f"users[{user_name!r}].user"
-    for unsupported, why in (("auth-provider", "the legacy auth-provider plugins are gone from client-go; use an exec "
-                              "plugin (gke-gcloud-auth-plugin, kubelogin)"),
-                             ("username", "basic auth is not supported"), ("password", "basic auth is not supported"),
-                             ("as", "impersonation is not supported"), ("as-groups", "impersonation is not supported")):
+        access.ca_pem = _read(str(cluster["certificate-authority"]), base, f"{where}.certificate-authority").decode()
+    return access
+
+
+def _add_user_credentials(access: ClusterAccess, user: dict[str, Any], base: Path, where: str, files: str) -> None:
+    """Set the user entry's token, client certificate and exec plugin on ``access``; refuse what is unsupported."""
+    for unsupported, why in UNSUPPORTED_USER_FIELDS:
         if user.get(unsupported):
             raise KubeConfigError(f"{files}: {where}.{unsupported}: {why}")
     if user.get("token"):
         access.token = str(user["token"])
     elif user.get("tokenFile"):
         token_path = Path(str(user["tokenFile"])).expanduser()
-        access.token_file = token_path if token_path.is_absolute() else user_base / token_path
+        access.token_file = token_path if token_path.is_absolute() else base / token_path
     if user.get("client-certificate-data"):
         access.client_cert_pem = _b64(str(user["client-certificate-data"]), f"{where}.client-certificate-data")
     elif user.get("client-certificate"):
-        access.client_cert_pem = _read(str(user["client-certificate"]), user_base, f"{where}.client-certificate")
+        access.client_cert_pem = _read(str(user["client-certificate"]), base, f"{where}.client-certificate")
     if user.get("client-key-data"):
         access.client_key_pem = _b64(str(user["client-key-data"]), f"{where}.client-key-data")
     elif user.get("client-key"):
-        access.client_key_pem = _read(str(user["client-key"]), user_base, f"{where}.client-key")
+        access.client_key_pem = _read(str(user["client-key"]), base, f"{where}.client-key")
     if bool(access.client_cert_pem) != bool(access.client_key_pem):
         raise KubeConfigError(f"{files}: {where} has a client certificate without its key (or the reverse)")
     if user.get("exec"):
-        spec = user["exec"]
-        if not isinstance(spec, dict) or not spec.get("command"):
-            raise KubeConfigError(f"{files}: {where}.exec.command is missing")
-        api_version = spec.get("apiVersion") or ""
-        if api_version not in EXEC_API_VERSIONS:
-            raise KubeConfigError(f"{files}: {where}.exec.apiVersion {api_version!r} is not one of {', '.join(EXEC_API_VERSIONS)}")
-        env_list = spec.get("env") or []
-        try:
-            env_vars = {str(e["name"]): str(e["value"]) for e in env_list}
-        except (KeyError, TypeError) as exc:
-            raise KubeConfigError(f"{files}: {where}.exec.env must be a list of {{name, value}}") from exc
-        access.exec_plugin = ExecPlugin(command=str(spec["command"]), args=[str(a) for a in spec.get("args") or []],
-                                        env=env_vars, api_version=api_version, install_hint=spec.get("installHint"),
-                                        where=f"{where}.exec", base_dir=user_base)
-    return access
+        access.exec_plugin = _exec_plugin(user["exec"], base, f"{where}.exec", files)
+
+
+def _exec_plugin(spec: Any, base: Path, where: str, files: str) -> ExecPlugin:
+    """The exec credential plugin a user entry names (client.authentication.k8s.io, as kubectl runs it)."""
+    if not isinstance(spec, dict) or not spec.get("command"):
+        raise KubeConfigError(f"{files}: {where}.command is missing")
+    api_version = spec.get("apiVersion") or ""
+    if api_version not in EXEC_API_VERSIONS:
+        raise KubeConfigError(f"{files}: {where}.apiVersion {api_version!r} is not one of {', '.join(EXEC_API_VERSIONS)}")
+    env_list = spec.get("env") or []
+    try:
+        env_vars = {str(e["name"]): str(e["value"]) for e in env_list}
+    except (KeyError, TypeError) as exc:
+        raise KubeConfigError(f"{files}: {where}.env must be a list of {{name, value}}") from exc
+    return ExecPlugin(command=str(spec["command"]), args=[str(a) for a in spec.get("args") or []],
+                      env=env_vars, api_version=api_version, install_hint=spec.get("installHint"),
+                      where=where, base_dir=base)
 
 
 # ------------------------------------------------------------------------------------ in-cluster

@@ -11,60 +11,56 @@ What is checked comes from a :class:`PreflightTarget`: from the configuration
 ``helm install -f my-values.yaml`` installs; the ``helm test`` Pod passes its release's own values).
 
 The cluster is read over plain HTTP (:mod:`.kubeapi`), never with the Kubernetes client; S3 is read
-with botocore using the environment KServe's storage initializer gets
-(:func:`.kserve_credentials.storage_initializer_env` on the live ServiceAccount and its Secrets), so
-the registry, DVC remote and served model are checked with the credentials and endpoint the pods use.
-Every S3 and Kubernetes call is a read (GET, list): nothing is created, changed or deleted.
+with botocore as KServe's storage initializer reads it (:mod:`.preflight_s3`). Every S3 and Kubernetes
+call is a read (GET, list): nothing is created, changed or deleted.
 
-The module is longer than the project's ~500 lines because :class:`Preflight` holds one method per
-row (15) beside the helpers they share; the target's resolution lives in :mod:`.preflight_target`.
+The rows are split by area: :class:`Preflight` here holds the cluster rows (API, namespaces,
+ServiceAccounts, StorageClass, GPU nodes, KFP, KServe) on top of :class:`.preflight_s3.S3Rows` (the
+Secrets and S3) and :class:`.preflight_base.PreflightBase` (the shared reads); the target's resolution
+lives in :mod:`.preflight_target`. The target's names are re-exported here (``__all__``), so callers
+import the whole preflight from this one module.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httpx
 
 from ..config.serving import parse_quantity
 from .kfp_backend import MIN_KFP_BACKEND_VERSION, missing_features, version_tuple
-from .kserve_credentials import (
-    AWS_ENDPOINT_URL,
-    IRSA_ANNOTATION,
-    CredentialError,
-    S3Config,
-    secret_data,
-    storage_initializer_env,
-)
-from .kubeapi import ClusterAccess, Forbidden, KubeAPIError, KubeClient, KubeConfigError, NotFound, Unauthorized
-from .preflight_target import (  # noqa: F401 - re-exported: the preflight's public names live here
-    DEFAULT_ACCELERATOR,
+from .kserve_credentials import IRSA_ANNOTATION, CredentialError
+from .kubeapi import ClusterAccess, Forbidden, KubeAPIError, KubeConfigError, Unauthorized
+from .preflight_base import SkipRow, annotations_of, is_cluster_internal
+from .preflight_s3 import S3Rows
+from .preflight_target import (
     DEFAULT_CLASS_ANNOTATIONS,
-    DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
     KSERVE_VERSION,
-    PIPELINE_S3_KEYS,
     ROW_IDS,
     ROWS,
-    TITLES,
     GpuPool,
     PreflightError,
-    S3_ENDPOINT_ANNOTATION,
     PreflightTarget,
     Status,
     build_target,
     dvc_default_remote,
-    load_values,
-    parse_json_flag,
     target_from_config,
     target_from_values,
     training_pool,
 )
+
+__all__ = [
+    # defined here
+    "Preflight", "Report", "Row", "cluster_access", "report_table", "run_preflight", "summary_line", "tolerates",
+    # re-exported from .preflight_target and .kfp_backend (the CLI, the chart's tests and the test suite import them here)
+    "DEFAULT_GPU_TOLERATIONS", "MIN_KFP_BACKEND_VERSION", "ROW_IDS", "ROWS", "GpuPool", "PreflightError",
+    "PreflightTarget", "build_target", "dvc_default_remote", "target_from_config", "target_from_values", "training_pool",
+]
 
 # ------------------------------------------------------------------------------------ report
 
@@ -116,24 +112,6 @@ def report_table(report: Report) -> Any:
 # ------------------------------------------------------------------------------------ helpers
 
 
-class _Skip(Exception):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("annotations") or {})
-
-
-def _cluster_internal(host: str) -> bool:
-    """A name only cluster DNS resolves (svc.cluster.local, <svc>.<ns>.svc, a bare service name)."""
-    host = host.split("@")[-1].rsplit(":", 1)[0].strip("[]").lower()
-    if host in ("localhost",) or re.match(r"^[0-9.]+$", host) or ":" in host:
-        return False
-    return host.endswith(".svc") or ".svc." in host or host.endswith(".cluster.local") or "." not in host
-
-
 def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     """Kubernetes' ToleratesTaint: effect (empty = all), key (empty with Exists = all), Exists or Equal value."""
     effect = toleration.get("effect") or ""
@@ -148,48 +126,15 @@ def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     return operator == "Exists" or (toleration.get("value") or "") == (taint.get("value") or "")
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    return parts.netloc, parts.path.lstrip("/")
-
-
 # ------------------------------------------------------------------------------------ the checks
 
 
-class Preflight:
-    """Runs the rows against one cluster (``kube``; None = no cluster, its rows fail with ``kube_error``)."""
+class Preflight(S3Rows):
+    """Runs the rows against one cluster (``kube``; None = no cluster, its rows fail with ``kube_error``).
 
-    def __init__(self, target: PreflightTarget, kube: KubeClient | None, *, in_cluster: bool = False,
-                 kube_error: str | None = None, kfp_token: str | None = None, s3_timeout_s: float = 5.0) -> None:
-        self.t, self.kube, self.in_cluster = target, kube, in_cluster
-        self.kube_error = kube_error
-        self.kfp_token = kfp_token
-        self.s3_timeout_s = s3_timeout_s
-        self._cache: dict[str, Any] = {}
-        self._api_ok = False
-        self._s3_env: dict[str, str] | None = None
-        self._s3: Any = None
-
-    # ------------------------------------------------------------- plumbing
-    def _get(self, path: str, verb: str | None = None) -> dict[str, Any]:
-        if self.kube is None or not self._api_ok:
-            raise _Skip("the Kubernetes API did not answer (see the Kubernetes API row)")
-        if path not in self._cache:
-            try:
-                self._cache[path] = self.kube.get(path, verb)
-            except KubeAPIError as exc:
-                self._cache[path] = exc
-        hit = self._cache[path]
-        if isinstance(hit, Exception):
-            raise hit
-        return hit
-
-    def _maybe(self, path: str) -> dict[str, Any] | None:
-        """The object, or None when it does not exist (403 and other errors propagate)."""
-        try:
-            return self._get(path)
-        except NotFound:
-            return None
+    The S3 rows come from :class:`.preflight_s3.S3Rows`, the constructor and the reads from
+    :class:`.preflight_base.PreflightBase`; :meth:`run` finds each row's method by its id.
+    """
 
     def run(self) -> list[Row]:
         rows = []
@@ -204,7 +149,7 @@ class Preflight:
         try:
             status, detail, *fix = fn()
             return Row(row_id, title, status, detail, fix[0] if fix else "")
-        except _Skip as exc:
+        except SkipRow as exc:
             return Row(row_id, title, "skipped", exc.detail)
         except Forbidden as exc:
             return Row(row_id, title, "skipped", f"skipped: needs {exc.permission}")
@@ -253,15 +198,11 @@ class Preflight:
             return ("fail", f"missing: {names}",
                     " ; ".join(f"kubectl create namespace {ns}" for ns, _ in missing) + " (or helm install --create-namespace)")
         if skipped and not found:
-            raise _Skip(f"skipped: needs {skipped[0][1]}")
+            raise SkipRow(f"skipped: needs {skipped[0][1]}")
         detail = ", ".join(f"{ns} ({role})" for ns, role in found)
         if skipped:
             detail += "; not readable: " + ", ".join(ns for ns, _ in skipped)
         return "ok", detail
-
-    def _serving_sa(self) -> dict[str, Any] | None:
-        t = self.t
-        return self._maybe(f"/api/v1/namespaces/{t.serving_namespace}/serviceaccounts/{t.serving_service_account}")
 
     def row_serving_sa(self) -> tuple:
         t = self.t
@@ -272,7 +213,7 @@ class Preflight:
                     f"helm upgrade --install ... --set serving.storage.createServiceAccount=true (or kubectl -n "
                     f"{t.serving_namespace} create serviceaccount {t.serving_service_account})")
         listed = [s.get("name") for s in sa.get("secrets") or []]
-        irsa = _annotations(sa).get(IRSA_ANNOTATION)
+        irsa = annotations_of(sa).get(IRSA_ANNOTATION)
         if t.s3_secret and t.s3_secret not in listed:
             return ("fail", f"ServiceAccount {ref} does not list the Secret {t.s3_secret} (KServe's storage initializer "
                             f"reads only the Secrets a ServiceAccount lists; listed: {listed or 'none'})",
@@ -295,205 +236,11 @@ class Preflight:
                     f"{t.runner_service_account})")
         return "ok", f"{ref} exists"
 
-    # ------------------------------------------------------------- Secrets
-    def _secret_fix(self, ns: str, name: str, keys: Iterable[str]) -> str:
-        literals = " ".join(f"--from-literal={k}=..." for k in keys)
-        return (f"kubectl -n {ns} create secret generic {name} {literals} --dry-run=client -o yaml | kubectl apply -f -")
-
-    def _annotate_fix(self) -> str:
-        t = self.t
-        parts = []
-        if t.s3_endpoint:
-            parts.append(f"{S3_ENDPOINT_ANNOTATION}={t.s3_endpoint}")
-        parts.append(f"serving.kserve.io/s3-usehttps={'1' if t.s3_use_https else '0'}")
-        if t.s3_region:
-            parts.append(f"serving.kserve.io/s3-region={t.s3_region}")
-        return f"kubectl -n {t.serving_namespace} annotate secret {t.s3_secret} --overwrite " + " ".join(parts)
-
-    def _storage_env(self) -> dict[str, str]:
-        """The storage initializer's S3 environment from the live ServiceAccount and its Secrets (KServe's rules)."""
-        if self._s3_env is not None:
-            return self._s3_env
-        t = self.t
-        sa = self._serving_sa()
-        if sa is None:
-            raise _Skip(f"ServiceAccount {t.serving_namespace}/{t.serving_service_account} does not exist (see its row)")
-        secrets: dict[str, Any] = {}
-        for ref in sa.get("secrets") or []:
-            name = ref.get("name", "")
-            obj = self._maybe(f"/api/v1/namespaces/{t.serving_namespace}/secrets/{name}")
-            if obj is not None:
-                secrets[name] = obj
-        config = S3Config(s3_access_key_id_name=t.s3_access_key_id_key, s3_secret_access_key_name=t.s3_secret_access_key_key)
-        self._s3_env = storage_initializer_env(sa, secrets, config=config)
-        return self._s3_env
-
-    def row_s3_secret(self) -> tuple:
-        t = self.t
-        if not t.s3_secret:
-            raise _Skip("no S3 Secret configured (serving.storage.s3SecretName is null: IRSA / workload identity)")
-        ref = f"{t.serving_namespace}/{t.s3_secret}"
-        secret = self._maybe(f"/api/v1/namespaces/{t.serving_namespace}/secrets/{t.s3_secret}")
-        keys = (t.s3_access_key_id_key, t.s3_secret_access_key_key)
-        if secret is None:
-            return ("fail", f"Secret {ref} does not exist",
-                    self._secret_fix(t.serving_namespace, t.s3_secret, keys) + " ; then " + self._annotate_fix())
-        data = secret_data(secret)
-        missing = [k for k in keys if not data.get(k)]
-        if missing:
-            return ("fail", f"Secret {ref} lacks the key(s) {', '.join(missing)} KServe reads "
-                            "(serving.storage.s3AccessKeyIdKey / s3SecretAccessKeyKey)",
-                    self._secret_fix(t.serving_namespace, t.s3_secret, keys))
-        env = self._storage_env()  # what KServe derives from the live ServiceAccount and its Secrets
-        got_url, got_region = env.get(AWS_ENDPOINT_URL), env.get("AWS_DEFAULT_REGION")
-        problems = []
-        if t.s3_endpoint:
-            want_url = t.s3_endpoint if "://" in t.s3_endpoint else \
-                ("https://" if t.s3_use_https else "http://") + t.s3_endpoint
-            if got_url is None:
-                problems.append(f"KServe derives no S3 endpoint from it, so the storage initializer goes to AWS S3, not "
-                                f"{want_url}: the {S3_ENDPOINT_ANNOTATION} annotation must be on the Secret (KServe "
-                                f"reads the ServiceAccount's annotations only with an {IRSA_ANNOTATION} role)")
-            elif got_url.rstrip("/") != want_url.rstrip("/"):
-                problems.append(f"the storage initializer gets AWS_ENDPOINT_URL={got_url} but serving.storage.s3Endpoint/"
-                                f"s3UseHttps say {want_url} (KServe: https unless serving.kserve.io/s3-usehttps is \"0\")")
-        if t.s3_region and got_region and got_region != t.s3_region:
-            problems.append(f"the storage initializer gets region {got_region} but serving.storage.s3Region is {t.s3_region}")
-        if problems:
-            return "fail", f"Secret {ref}: " + "; ".join(problems), self._annotate_fix()
-        where = got_url or "AWS S3 (no endpoint annotation)"
-        return "ok", (f"{ref} has {', '.join(keys)}; the storage initializer gets {where}"
-                      + (f", region {got_region}" if got_region else ""))
-
-    def row_pipeline_s3_secret(self) -> tuple:
-        t = self.t
-        if not t.pipeline_s3_secret:
-            raise _Skip("no pipeline S3 Secret configured (secrets.s3.name)")
-        ref = f"{t.kfp_namespace}/{t.pipeline_s3_secret}"
-        secret = self._maybe(f"/api/v1/namespaces/{t.kfp_namespace}/secrets/{t.pipeline_s3_secret}")
-        needed = PIPELINE_S3_KEYS if t.s3_endpoint else PIPELINE_S3_KEYS[:2]
-        if secret is None:
-            return ("fail", f"Secret {ref} does not exist: the pipeline's steps attach it as optional environment, so "
-                            "fetch and promote would run without S3 credentials",
-                    self._secret_fix(t.kfp_namespace, t.pipeline_s3_secret, needed))
-        data = secret_data(secret)
-        missing = [k for k in needed if not data.get(k)]
-        if missing:
-            why = " (the steps' S3 endpoint: http(s)://host:port)" if "AWS_ENDPOINT_URL" in missing else ""
-            return ("fail", f"Secret {ref} lacks {', '.join(missing)}{why}",
-                    self._secret_fix(t.kfp_namespace, t.pipeline_s3_secret, needed))
-        return "ok", f"{ref} has {', '.join(k for k in PIPELINE_S3_KEYS if data.get(k))}"
-
-    # ------------------------------------------------------------- S3
-    def _s3_client(self, env: Mapping[str, str]) -> Any:
-        """A botocore S3 client configured as kserve-storage configures its own (Storage._get_s3_client_kwargs)."""
-        import botocore.session
-        from botocore import UNSIGNED
-        from botocore.config import Config
-
-        config = Config(connect_timeout=self.s3_timeout_s, read_timeout=self.s3_timeout_s * 2,
-                        retries={"max_attempts": 1, "mode": "standard"})
-        if env.get("awsAnonymousCredential", "").lower() == "true":
-            config = config.merge(Config(signature_version=UNSIGNED))
-        if env.get("S3_USER_VIRTUAL_BUCKET", "").lower() == "true":
-            config = config.merge(Config(s3={"addressing_style": "virtual"}))
-        region = env.get("AWS_DEFAULT_REGION") or "us-east-1"
-        endpoint = self.t.s3_endpoint_override or env.get(AWS_ENDPOINT_URL) or f"https://s3.{region}.amazonaws.com"
-        verify = env.get("S3_VERIFY_SSL", "").lower() not in ("0", "false")
-        if self._s3 is None:  # one client for the three S3 rows (creating one loads botocore's models)
-            self._s3 = botocore.session.Session().create_client(
-                "s3", region_name=region, endpoint_url=endpoint, verify=verify, config=config,
-                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
-        return self._s3
-
-    def _s3_identity(self) -> dict[str, str]:
-        t = self.t
-        env = self._storage_env()
-        if not env.get("AWS_ACCESS_KEY_ID") and env.get("awsAnonymousCredential", "").lower() != "true":
-            sa = self._serving_sa() or {}
-            if IRSA_ANNOTATION in _annotations(sa):
-                raise _Skip(f"IRSA ({_annotations(sa)[IRSA_ANNOTATION]}): the credentials are a web identity only the "
-                            "serving pods get; `helm test` checks this from a pod")
-            raise _Skip(f"no S3 keys: ServiceAccount {t.serving_namespace}/{t.serving_service_account} lists no readable "
-                        f"Secret with {t.s3_secret_access_key_key} (see the S3 Secret rows)")
-        endpoint = self.t.s3_endpoint_override or env.get(AWS_ENDPOINT_URL)
-        if endpoint and not self.in_cluster and _cluster_internal(urlsplit(endpoint).netloc or endpoint):
-            raise _Skip(f"skipped: the S3 endpoint {endpoint} is a cluster-internal name; run this in the cluster "
-                        "(`helm test`), or port-forward it and pass --s3-endpoint http://localhost:<port>")
-        return env
-
-    def _s3_check(self, uri: str, setting: str, must_have_objects: bool = False) -> tuple:
-        t = self.t
-        if not uri.startswith("s3://"):
-            return ("fail", f"{uri!r} is not s3://: {'a pod cannot reach a local path' if '://' not in uri else 'only s3:// is served'}"
-                            f" (the deploy step hands KServe s3:// URIs read with the chart's S3 Secret)",
-                    f"set {setting} to s3://<bucket>/<prefix>")
-        bucket, prefix = _split_s3(uri)
-        env = self._s3_identity()
-        endpoint = t.s3_endpoint_override or env.get(AWS_ENDPOINT_URL) or "AWS S3"
-        secret_ref = f"Secret {t.serving_namespace}/{t.s3_secret}" if t.s3_secret else "the ServiceAccount's S3 Secret"
-        import botocore.exceptions as bx
-
-        try:
-            answer = self._s3_client(env).list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-        except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError, bx.SSLError,
-                bx.ConnectionClosedError) as exc:
-            source = (f"--s3-endpoint {t.s3_endpoint_override}" if t.s3_endpoint_override else
-                      f"the {S3_ENDPOINT_ANNOTATION} annotation of {secret_ref}" if env.get(AWS_ENDPOINT_URL) else
-                      f"AWS S3 ({secret_ref} has no {S3_ENDPOINT_ANNOTATION} annotation)")
-            return ("fail", f"cannot reach {endpoint} (from {source}): {exc}",
-                    self._annotate_fix() if t.s3_secret else "set the S3 endpoint annotation")
-        except bx.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchBucket", "404") or status == 404:
-                return ("fail", f"bucket {bucket!r} does not exist at {endpoint} ({setting} = {uri})",
-                        f"create it: aws --endpoint-url {endpoint} s3 mb s3://{bucket} (MinIO: mc mb <alias>/{bucket}), "
-                        f"or set {setting}")
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken",
-                        "ExpiredToken") or status == 403:
-                return ("fail", f"{endpoint} refused the keys of {secret_ref} for bucket {bucket!r} ({code}): the keys "
-                                f"are wrong or lack s3:ListBucket there",
-                        self._secret_fix(t.serving_namespace, t.s3_secret or "<secret>",
-                                         (t.s3_access_key_id_key, t.s3_secret_access_key_key)))
-            if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
-                return ("fail", f"bucket {bucket!r} is in another region than {env.get('AWS_DEFAULT_REGION')!r} ({code})",
-                        self._annotate_fix() + " (with the bucket's region)")
-            return "fail", f"{uri}: {code or status}: {exc}"
-        except bx.BotoCoreError as exc:
-            return "fail", f"{uri}: {type(exc).__name__}: {exc}"
-        if answer.get("KeyCount", 0) == 0:
-            if must_have_objects:
-                return ("warn", f"bucket {bucket!r} is reachable with {secret_ref}, but nothing is at {uri} yet: the "
-                                "predictor fails until a model is promoted there",
-                        "run the pipeline (its deploy step sets the champion), or `rner promote` and point "
-                        "serving.storage.storageUri at the copy")
-            return "ok", f"bucket {bucket!r} reachable at {endpoint} with {secret_ref}; {uri} is empty (a first run fills it)"
-        return "ok", f"{uri} reachable at {endpoint} with {secret_ref}"
-
-    def row_served_model(self) -> tuple:
-        uri = self.t.storage_uri
-        if uri.startswith("pvc://"):
-            raise _Skip(f"{uri}: a PVC is not checked (only s3://)")
-        return self._s3_check(uri, "serving.storage.storageUri", must_have_objects=True)
-
-    def row_registry(self) -> tuple:
-        uri = self.t.registry_uri
-        if not uri:
-            raise _Skip("no registry URI given (--registry, or tests.preflight.registryUri in the chart)")
-        return self._s3_check(uri.rstrip("/"), "the run parameter registry_uri (promotion.registry_uri)")
-
-    def row_dvc_remote(self) -> tuple:
-        remote = self.t.dvc_remote
-        if not remote:
-            raise _Skip("no DVC remote given (--dvc-remote, or tests.preflight.dvcRemote in the chart)")
-        return self._s3_check(remote.rstrip("/"), "the run parameter dvc_remote")
-
     # ------------------------------------------------------------- storage and nodes
     def row_storageclass(self) -> tuple:
         if not self.t.needs_storage_class:
-            raise _Skip("no StorageClass needed: the training workspace is an emptyDir; only the multi-node shared "
-                        "PVC (multiNode.enabled) needs one (--storage-class checks a class)")
+            raise SkipRow("no StorageClass needed: the training workspace is an emptyDir; only the multi-node shared "
+                           "PVC (multiNode.enabled) needs one (--storage-class checks a class)")
         name = self.t.storage_class
         if name:
             if self._maybe(f"/apis/storage.k8s.io/v1/storageclasses/{name}") is not None:
@@ -507,7 +254,7 @@ class Preflight:
                     "set multiNode.sharedPvc.storageClassName to an existing ReadWriteMany class (null = the cluster default)")
         classes = self._get("/apis/storage.k8s.io/v1/storageclasses", "list")["items"]
         defaults = [c["metadata"]["name"] for c in classes
-                    if any(_annotations(c).get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)]
+                    if any(annotations_of(c).get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)]
         if not defaults:
             names = ", ".join(c["metadata"]["name"] for c in classes) or "none"
             return ("fail", f"no default StorageClass (classes: {names}): the shared PVC without a class stays Pending",
@@ -521,7 +268,7 @@ class Preflight:
         pool = next((p for p in self.t.gpu_pools if p.name == pool_name), None)
         if pool is None:
             why = ("serving.predictor.gpus is 0 (a CPU predictor)" if pool_name == "serving" else "no training GPU pool given")
-            raise _Skip(why)
+            raise SkipRow(why)
         nodes = self._get("/api/v1/nodes", "list")["items"]
         fits, reasons = [], {}
         for node in nodes:
@@ -567,12 +314,12 @@ class Preflight:
     def row_kfp(self) -> tuple:
         host = self.t.kfp_host
         if not host:
-            raise _Skip("no KFP host (--kfp-host, KF_PIPELINES_ENDPOINT or the chart's kfp.host)")
+            raise SkipRow("no KFP host (--kfp-host, KF_PIPELINES_ENDPOINT or the chart's kfp.host)")
         fix_host = ("set kfp.host / --kfp-host; from a workstation: kubectl -n kubeflow port-forward svc/ml-pipeline "
                     "8888:8888 and --kfp-host http://localhost:8888")
-        if not self.in_cluster and _cluster_internal(urlsplit(host).netloc):
-            raise _Skip(f"skipped: {host} is a cluster-internal name; run in the cluster (`helm test`) or port-forward "
-                        "it and pass --kfp-host http://localhost:8888")
+        if not self.in_cluster and is_cluster_internal(urlsplit(host).netloc):
+            raise SkipRow(f"skipped: {host} is a cluster-internal name; run in the cluster (`helm test`) or port-forward "
+                           "it and pass --kfp-host http://localhost:8888")
         headers = {"Authorization": f"Bearer {self.kfp_token}"} if self.kfp_token else {}
         url = host.rstrip("/") + "/apis/v2beta1/healthz"
         try:
@@ -580,7 +327,7 @@ class Preflight:
         except httpx.HTTPError as exc:
             return "fail", f"cannot reach {url}: {exc}", fix_host
         if resp.status_code in (401, 403):
-            raise _Skip(f"skipped: needs a KFP token ({url} answered HTTP {resp.status_code}; set KF_PIPELINES_TOKEN)")
+            raise SkipRow(f"skipped: needs a KFP token ({url} answered HTTP {resp.status_code}; set KF_PIPELINES_TOKEN)")
         if resp.status_code == 404:
             return ("fail", f"{url} answered 404: not a KFP v2 API server (KFP >= {MIN_KFP_BACKEND_VERSION} is needed)",
                     fix_host)
@@ -621,7 +368,7 @@ class Preflight:
     def row_kserve_runtime(self) -> tuple:
         t = self.t
         if not t.runtime:
-            raise _Skip("serving.predictor.runtime is null: KServe picks a runtime by model format")
+            raise SkipRow("serving.predictor.runtime is null: KServe picks a runtime by model format")
         namespaced = self._maybe(f"/apis/serving.kserve.io/v1alpha1/namespaces/{t.serving_namespace}/servingruntimes/{t.runtime}")
         where = f"ServingRuntime {t.serving_namespace}/{t.runtime}"
         runtime = namespaced
@@ -630,8 +377,8 @@ class Preflight:
             try:
                 runtime = self._maybe(f"/apis/serving.kserve.io/v1alpha1/clusterservingruntimes/{t.runtime}")
             except Forbidden as exc:
-                raise _Skip(f"skipped: no {f'ServingRuntime {t.serving_namespace}/{t.runtime}'}; the cluster-wide one "
-                            f"needs {exc.permission}") from exc
+                raise SkipRow(f"skipped: no {f'ServingRuntime {t.serving_namespace}/{t.runtime}'}; the cluster-wide one "
+                               f"needs {exc.permission}") from exc
         if runtime is None:
             return ("fail", f"neither a ServingRuntime {t.serving_namespace}/{t.runtime} nor a ClusterServingRuntime "
                             f"{t.runtime} exists",

@@ -305,6 +305,137 @@ class _Cluster:
             raise DeployError(f"reading Deployment {self.ns}/{name} failed: {exc.status} {exc}", self.result) from exc
 
 
+class _Waits:
+    """Waiting and probing against one deadline: the timing knobs of :func:`deploy`, shared by its steps."""
+
+    def __init__(self, cluster: _Cluster, timeout_s: float, poll_interval_s: float, sleep: Callable[[float], None],
+                 clock: Callable[[], float], probe_url: str | None, probe_path: str) -> None:
+        self.cluster, self.result = cluster, cluster.result
+        self.timeout_s, self.poll_interval_s = timeout_s, poll_interval_s
+        self.sleep, self.clock = sleep, clock
+        self.probe_url, self.probe_path = probe_url, probe_path
+        self.deadline = clock() + timeout_s
+
+    def wait_for(self, check: Callable[[dict[str, Any]], tuple[str, str]], what: str) -> dict[str, Any]:
+        """Poll the InferenceService until ``check`` says ready (returned), failed or the deadline passes (raised)."""
+        last = "no status yet"
+        while True:
+            current = self.cluster.get()
+            if current is None:
+                raise DeployError(f"InferenceService {self.cluster.ns}/{self.cluster.name} disappeared while waiting "
+                                  f"for {what}", self.result)
+            state, last = check(current)
+            self.result.final_status = current.get("status")
+            if state == "ready":
+                return current
+            if state == "failed":
+                raise DeployError(f"{what} failed: {last}", self.result)
+            if self.clock() >= self.deadline:
+                raise DeployError(f"timed out after {self.timeout_s:.0f}s waiting for {what}: {last}", self.result)
+            self.sleep(self.poll_interval_s)
+
+    def probe(self, isvc: dict[str, Any], is_canary: bool) -> None:
+        """GET the probe path on the canary's (or predictor's) URL, three tries; raise when none answers ready."""
+        base = self.probe_url or probe_url_from_status(isvc, is_canary)
+        if not base:
+            raise DeployError("no URL to probe: enable tag routing (knative.tag_routing) or pass probe_url", self.result)
+        url = base.rstrip("/") + self.probe_path
+        ok, why = False, ""
+        for attempt in range(3):
+            ok, why = http_probe(url)
+            if ok:
+                break
+            if attempt < 2:
+                self.sleep(self.poll_interval_s)
+        self.result.requests.append({"method": "GET", "path": url, "probe": why})
+        if not ok:
+            raise DeployError(f"HTTP probe failed: {why}", self.result)
+
+
+def _existing_isvc(cluster: _Cluster, require_helm: bool) -> dict[str, Any]:
+    """The live InferenceService; the step refuses one that is missing, or (``require_helm``) not the chart's."""
+    ns, name, result = cluster.ns, cluster.name, cluster.result
+    current = cluster.get()
+    if current is None:
+        raise DeployError(f"InferenceService {ns}/{name} does not exist: {_install_hint(name, ns)}", result)
+    if require_helm and helm_release(current) is None:
+        key, value = HELM_MANAGED_BY
+        raise DeployError(f"InferenceService {ns}/{name} is not managed by Helm (no {key}={value} label and "
+                          f"{HELM_RELEASE_ANNOTATION} annotation): the deploy step only updates the chart's own; "
+                          f"{_install_hint(name, ns)}, or `rner deploy --unmanaged` for one you manage yourself",
+                          result)
+    return current
+
+
+def _follow_live_mode(current: dict[str, Any], settings: ServingSettings, canary: int | None,
+                      result: DeployResult) -> int | None:
+    """Follow the live object's deployment mode (warning where the settings disagree); return the canary share
+    that still applies: none in Standard mode, which has no revisions to split traffic between."""
+    live_mode = _mode_of(current)
+    if live_mode is None:
+        result.warnings.append(f"InferenceService has no {DEPLOYMENT_MODE} annotation; assuming {settings.mode}")
+        live_mode = settings.mode
+    elif live_mode != settings.mode:
+        result.warnings.append(f"live deploymentMode is {live_mode}, settings say {settings.mode}; following the live object")
+    result.mode = live_mode
+    if canary is not None and live_mode != "knative":
+        result.warnings.append(f"canary_percent {canary} ignored: InferenceService {result.namespace}/{result.name} "
+                               "runs in Standard mode (no revisions to split traffic between); rolled out directly")
+        canary = result.canary_percent = None
+    return canary
+
+
+def _serves_already(current: dict[str, Any], model_uri: str) -> bool:
+    """The predictor already serves ``model_uri`` with no canary in flight: nothing to roll out."""
+    predictor = (current.get("spec") or {}).get("predictor") or {}
+    live_uri = (predictor.get("model") or {}).get("storageUri")
+    return live_uri == model_uri and predictor.get("canaryTrafficPercent") is None
+
+
+def _canary_rollout(waits: _Waits, generation: int, canary: int, *, wait: bool, probe: bool, promote: bool,
+                    rollback_on_failure: bool) -> DeployResult:
+    """Knative: wait for the canary (and probe it), roll it back when it fails, else promote it to 100%."""
+    cluster, result = waits.cluster, waits.result
+    result.action = "canary-started"
+    if not wait:
+        return result
+    try:
+        isvc = waits.wait_for(lambda o: knative_state(o, generation, canary), f"the {canary}% canary")
+        if probe:
+            waits.probe(isvc, True)
+    except DeployError as exc:
+        if rollback_on_failure:
+            cluster.patch(rollback_patch())
+            result.action = "rolled-back"
+        raise DeployError(f"{exc}; {'traffic rolled back to the previous revision' if rollback_on_failure else 'canary left in place'}",
+                          result) from exc
+    if not promote:
+        result.action = "canary-ready"
+        return result
+    promoted = cluster.patch(promote_patch())
+    generation = (promoted.get("metadata") or {}).get("generation", generation)
+    waits.wait_for(lambda o: knative_state(o, generation, 100), "promotion to 100%")
+    result.action = "canary-promoted"
+    return result
+
+
+def _direct_rollout(waits: _Waits, generation: int, predictor_deployment: str, model_uri: str, *, wait: bool,
+                    probe: bool) -> DeployResult:
+    """No canary: wait for the new generation to be ready (Knative: 100% traffic; Standard: the Deployment rolled)."""
+    cluster, result = waits.cluster, waits.result
+    result.action = "rolled-out"
+    if not wait:
+        return result
+    if result.mode == "knative":
+        isvc = waits.wait_for(lambda o: knative_state(o, generation, 100), "the rollout")
+    else:
+        isvc = waits.wait_for(lambda o: standard_state(o, generation, cluster.deployment(predictor_deployment),
+                                                       model_uri), "the rollout")
+    if probe:
+        waits.probe(isvc, False)
+    return result
+
+
 def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | None = None,
            canary_percent: int | None = None, client: KubeClient | None = None, wait: bool = True, *,
            timeout_s: float = 1800.0, poll_interval_s: float = 10.0, promote: bool = True,
@@ -328,104 +459,20 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
         settings = settings.with_updates(namespace=ns)
     result = DeployResult(settings.name, ns, settings.mode, promoted_model_uri, canary_percent=canary)
     cluster = _Cluster(client if client is not None else default_access().client(), ns, settings.name, result)
-    deadline = clock() + timeout_s
+    waits = _Waits(cluster, timeout_s, poll_interval_s, sleep, clock, probe_url, probe_path)
 
-    def wait_for(check: Callable[[dict[str, Any]], tuple[str, str]], what: str) -> dict[str, Any]:
-        last = "no status yet"
-        while True:
-            current = cluster.get()
-            if current is None:
-                raise DeployError(f"InferenceService {ns}/{settings.name} disappeared while waiting for {what}", result)
-            state, last = check(current)
-            result.final_status = current.get("status")
-            if state == "ready":
-                return current
-            if state == "failed":
-                raise DeployError(f"{what} failed: {last}", result)
-            if clock() >= deadline:
-                raise DeployError(f"timed out after {timeout_s:.0f}s waiting for {what}: {last}", result)
-            sleep(poll_interval_s)
-
-    def run_probe(isvc: dict[str, Any], is_canary: bool) -> None:
-        base = probe_url or probe_url_from_status(isvc, is_canary)
-        if not base:
-            raise DeployError("no URL to probe: enable tag routing (knative.tag_routing) or pass probe_url", result)
-        url = base.rstrip("/") + probe_path
-        ok, why = False, ""
-        for attempt in range(3):
-            ok, why = http_probe(url)
-            if ok:
-                break
-            if attempt < 2:
-                sleep(poll_interval_s)
-        result.requests.append({"method": "GET", "path": url, "probe": why})
-        if not ok:
-            raise DeployError(f"HTTP probe failed: {why}", result)
-
-    current = cluster.get()
-    if current is None:
-        raise DeployError(f"InferenceService {ns}/{settings.name} does not exist: {_install_hint(settings.name, ns)}", result)
-    if require_helm and helm_release(current) is None:
-        key, value = HELM_MANAGED_BY
-        raise DeployError(f"InferenceService {ns}/{settings.name} is not managed by Helm (no {key}={value} label and "
-                          f"{HELM_RELEASE_ANNOTATION} annotation): the deploy step only updates the chart's own; "
-                          f"{_install_hint(settings.name, ns)}, or `rner deploy --unmanaged` for one you manage yourself",
-                          result)
-
-    live_mode = _mode_of(current)
-    if live_mode is None:
-        result.warnings.append(f"InferenceService has no {DEPLOYMENT_MODE} annotation; assuming {settings.mode}")
-        live_mode = settings.mode
-    elif live_mode != settings.mode:
-        result.warnings.append(f"live deploymentMode is {live_mode}, settings say {settings.mode}; following the live object")
-    result.mode = live_mode
-    if canary is not None and live_mode != "knative":
-        result.warnings.append(f"canary_percent {canary} ignored: InferenceService {ns}/{settings.name} runs in Standard "
-                               "mode (no revisions to split traffic between); rolled out directly")
-        canary = result.canary_percent = None
-
-    predictor = (current.get("spec") or {}).get("predictor") or {}
-    live_uri = (predictor.get("model") or {}).get("storageUri")
-    if live_uri == promoted_model_uri and predictor.get("canaryTrafficPercent") is None:
+    current = _existing_isvc(cluster, require_helm)
+    canary = _follow_live_mode(current, settings, canary, result)
+    if _serves_already(current, promoted_model_uri):
         result.action = "unchanged"
         result.final_status = current.get("status")
         return result
 
-    patch = build_deploy_patch(promoted_model_uri, settings, canary, mode=live_mode, model_version=model_version)
+    # result.mode is the live object's mode from here on (_follow_live_mode).
+    patch = build_deploy_patch(promoted_model_uri, settings, canary, mode=result.mode, model_version=model_version)
     patched = cluster.patch(patch)
     generation = (patched.get("metadata") or {}).get("generation", 0)
-
-    if live_mode == "knative" and canary is not None:
-        result.action = "canary-started"
-        if not wait:
-            return result
-        try:
-            isvc = wait_for(lambda o: knative_state(o, generation, canary), f"the {canary}% canary")
-            if probe:
-                run_probe(isvc, True)
-        except DeployError as exc:
-            if rollback_on_failure:
-                cluster.patch(rollback_patch())
-                result.action = "rolled-back"
-            raise DeployError(f"{exc}; {'traffic rolled back to the previous revision' if rollback_on_failure else 'canary left in place'}",
-                              result) from exc
-        if not promote:
-            result.action = "canary-ready"
-            return result
-        promoted = cluster.patch(promote_patch())
-        generation = (promoted.get("metadata") or {}).get("generation", generation)
-        wait_for(lambda o: knative_state(o, generation, 100), "promotion to 100%")
-        result.action = "canary-promoted"
-        return result
-
-    result.action = "rolled-out"
-    if not wait:
-        return result
-    if live_mode == "knative":
-        isvc = wait_for(lambda o: knative_state(o, generation, 100), "the rollout")
-    else:
-        isvc = wait_for(lambda o: standard_state(o, generation, cluster.deployment(settings.predictor_deployment),
-                                                 promoted_model_uri), "the rollout")
-    if probe:
-        run_probe(isvc, False)
-    return result
+    if result.mode == "knative" and canary is not None:
+        return _canary_rollout(waits, generation, canary, wait=wait, probe=probe, promote=promote,
+                               rollback_on_failure=rollback_on_failure)
+    return _direct_rollout(waits, generation, settings.predictor_deployment, promoted_model_uri, wait=wait, probe=probe)

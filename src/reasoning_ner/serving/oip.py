@@ -72,114 +72,148 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
 
-def install_v2_routes(app: FastAPI, model: Any, dataplane: Any, server_version: str) -> None:
-    """Our /v2 routes (installed before kserve's, which they shadow)."""
-    from kserve.protocol.infer_type import InferRequest
-    from kserve.protocol.rest.v2_datamodels import (
-        InferenceRequest,
-        ModelMetadataResponse,
-        ModelReadyResponse,
-        ServerMetadataResponse,
-        ServerReadyResponse,
-    )
+#: The infer routes' documentation (with and without a version).
+V2_INFER_DOC: dict[str, Any] = dict(
+    response_model=V2InferResponse, summary="Extract entities (Open Inference Protocol)",
+    responses={**V2_ERRORS, 413: {"model": V2ErrorResponse, "description": "Body larger than max_body_bytes."}},
+)
 
-    V2InferRequest = model.models.V2InferRequest
-    version: str | None = model.version
-    platform = {"transformers": "pytorch_transformers", "remote": "openai_http"}.get(model.backend.kind, model.backend.kind)
-    ModelName = Annotated[str, FastAPIPath(description="The served model's name.", json_schema_extra={"enum": [model.name]})]
-    ModelVersion = Annotated[str, FastAPIPath(description="The served model's version.", json_schema_extra={"enum": [version or ""]})]
 
-    def check(name: str, ver: str | None = None, where: str = "model_version") -> None:
-        if name != model.name:
-            raise ModelNotFoundError(f"model_name: no model named {name!r}; this server serves {model.name!r}", param="model_name")
-        if ver is not None and ver != version:
-            raise ModelNotFoundError(f"{where}: model {name!r} has no version {ver!r}; this server serves version {version!r}",
-                                     param=where)
+class _V2Routes:
+    """What the /v2 routes share: the app they go on, the served model (its name, version and readiness)
+    and kserve's dataplane, which runs an infer request through the model's pre/postprocessing."""
 
-    async def ensure_ready() -> None:
-        if not await model.serving_ready():
-            raise BackendUnavailable(f"model {model.name!r} is not ready: {model.readiness.why_not()}")
+    def __init__(self, app: FastAPI, model: Any, dataplane: Any):
+        self.app, self.model, self.dataplane = app, model, dataplane
+        self.version: str | None = model.version
+        kind = model.backend.kind
+        self.platform = {"transformers": "pytorch_transformers", "remote": "openai_http"}.get(kind, kind)
 
-    def route(path: str, endpoint: Any, method: str = "GET", **kw: Any) -> None:
+    def add(self, path: str, endpoint: Any, method: str = "GET", **kw: Any) -> None:
         kw.setdefault("responses", V2_ERRORS)
-        app.add_api_route(path, endpoint, methods=[method], tags=["V2"], **kw)
+        self.app.add_api_route(path, endpoint, methods=[method], tags=["V2"], **kw)
 
-    # -- server ---------------------------------------------------------------------------------
-    async def server_metadata() -> Response:
-        return _json({"name": "reasoning-ner", "version": server_version, "extensions": []})
+    def check(self, name: str, ver: str | None = None, where: str = "model_version") -> None:
+        """404 naming the field unless ``name`` (and ``ver``, when given) is what this server serves."""
+        if name != self.model.name:
+            raise ModelNotFoundError(f"model_name: no model named {name!r}; this server serves {self.model.name!r}",
+                                     param="model_name")
+        if ver is not None and ver != self.version:
+            raise ModelNotFoundError(f"{where}: model {name!r} has no version {ver!r}; this server serves version "
+                                     f"{self.version!r}", param=where)
 
-    route("/v2", server_metadata, response_model=ServerMetadataResponse, operation_id="v2_server_metadata",
-          summary="Server metadata")
-    route("/v2/", server_metadata, response_model=ServerMetadataResponse, include_in_schema=False)
+    async def ensure_ready(self) -> None:
+        if not await self.model.serving_ready():
+            raise BackendUnavailable(f"model {self.model.name!r} is not ready: {self.model.readiness.why_not()}")
 
-    async def server_ready() -> ServerReadyResponse:
-        await ensure_ready()
-        return ServerReadyResponse(ready=True)
-
-    route("/v2/health/ready", server_ready, response_model=ServerReadyResponse, operation_id="v2_server_ready",
-          summary="Server ready: the model loaded and warmed up (in process) or its upstream answering (remote)")
-
-    # -- model metadata / ready -----------------------------------------------------------------
-    def metadata(name: str) -> Response:
-        body: dict[str, Any] = {"name": name, "platform": platform}
-        if version:
-            body["versions"] = [version]
-        body.update(inputs=model.get_input_types(), outputs=model.get_output_types())
+    def metadata(self, name: str) -> Response:
+        body: dict[str, Any] = {"name": name, "platform": self.platform}
+        if self.version:
+            body["versions"] = [self.version]
+        body.update(inputs=self.model.get_input_types(), outputs=self.model.get_output_types())
         return _json(body)
 
-    async def model_metadata(model_name: ModelName) -> Response:  # type: ignore[valid-type]
-        check(model_name)
-        return metadata(model_name)
+    async def ready(self, name: str) -> Any:
+        from kserve.protocol.rest.v2_datamodels import ModelReadyResponse
 
-    async def model_ready(model_name: ModelName) -> ModelReadyResponse:  # type: ignore[valid-type]
-        check(model_name)
-        await ensure_ready()
-        return ModelReadyResponse(name=model_name, ready=True)
+        await self.ensure_ready()
+        return ModelReadyResponse(name=name, ready=True)
 
-    route("/v2/models/{model_name}", model_metadata, response_model=ModelMetadataResponse, operation_id="v2_model_metadata")
-    route("/v2/models/{model_name}/ready", model_ready, response_model=ModelReadyResponse, operation_id="v2_model_ready")
+    async def infer(self, model_name: str, body: Any, request: Request, path_version: str | None) -> Response:
+        """The body checked against the path, then kserve's dataplane (the model's preprocess/predict/postprocess)."""
+        from kserve.protocol.infer_type import InferRequest
+        from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
-    # -- infer ----------------------------------------------------------------------------------
-    async def infer(model_name: str, body: Any, request: Request, path_version: str | None) -> Response:
-        check(model_name, path_version)
+        self.check(model_name, path_version)
         if body.model_name is not None and body.model_name != model_name:
             raise InvalidRequest(f"model_name: the body names model {body.model_name!r}, the path {model_name!r}",
                                  param="model_name")
         if body.model_version is not None:
-            check(model_name, body.model_version, where="model_version")
+            self.check(model_name, body.model_version, where="model_version")
         PREDICT_CALLS.labels("v2").inc()
         payload = body.model_dump(exclude_none=True, exclude={"model_name", "model_version"})
         infer_request = InferRequest.from_inference_request(InferenceRequest.model_validate(payload), model_name)
-        response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=dict(request.headers))
+        response, _ = await self.dataplane.infer(model_name=model_name, request=infer_request, headers=dict(request.headers))
         rest, _ = response.to_rest()
         if rest.get("model_version") is None:
             rest.pop("model_version", None)  # "servers that do not implement versioning should not provide this field"
         return _json(rest)
 
-    async def v2_infer(model_name: ModelName, body: V2InferRequest, request: Request) -> Response:  # type: ignore[valid-type]
-        return await infer(model_name, body, request, None)
 
-    infer_doc = dict(response_model=V2InferResponse, summary="Extract entities (Open Inference Protocol)",
-                     responses={**V2_ERRORS, 413: {"model": V2ErrorResponse, "description": "Body larger than max_body_bytes."}})
-    route("/v2/models/{model_name}/infer", v2_infer, "POST", operation_id="v2_infer", **infer_doc)
-
-    if version is None:
+def install_v2_routes(app: FastAPI, model: Any, dataplane: Any, server_version: str) -> None:
+    """Our /v2 routes (installed before kserve's, which they shadow). The path parameters' schemas name
+    the one model (and version) served, so clients and fuzzers see the only valid values."""
+    v2 = _V2Routes(app, model, dataplane)
+    ModelName = Annotated[str, FastAPIPath(description="The served model's name.", json_schema_extra={"enum": [model.name]})]
+    _install_server_routes(v2, server_version)
+    _install_model_routes(v2, ModelName)
+    if v2.version is None:
         return  # no versions to name: the versioned paths stay unknown (404)
+    ModelVersion = Annotated[str, FastAPIPath(description="The served model's version.",
+                                              json_schema_extra={"enum": [v2.version]})]
+    _install_versioned_model_routes(v2, ModelName, ModelVersion)
+
+
+def _install_server_routes(v2: _V2Routes, server_version: str) -> None:
+    """``/v2`` (server metadata) and ``/v2/health/ready``; kserve keeps ``/v2/health/live``."""
+    from kserve.protocol.rest.v2_datamodels import ServerMetadataResponse, ServerReadyResponse
+
+    async def server_metadata() -> Response:
+        return _json({"name": "reasoning-ner", "version": server_version, "extensions": []})
+
+    v2.add("/v2", server_metadata, response_model=ServerMetadataResponse, operation_id="v2_server_metadata",
+           summary="Server metadata")
+    v2.add("/v2/", server_metadata, response_model=ServerMetadataResponse, include_in_schema=False)
+
+    async def server_ready() -> ServerReadyResponse:
+        await v2.ensure_ready()
+        return ServerReadyResponse(ready=True)
+
+    v2.add("/v2/health/ready", server_ready, response_model=ServerReadyResponse, operation_id="v2_server_ready",
+           summary="Server ready: the model loaded and warmed up (in process) or its upstream answering (remote)")
+
+
+def _install_model_routes(v2: _V2Routes, ModelName: Any) -> None:
+    """``/v2/models/{name}``: metadata, ready and infer."""
+    from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse, ModelReadyResponse
+
+    V2InferRequest = v2.model.models.V2InferRequest
+
+    async def model_metadata(model_name: ModelName) -> Response:  # type: ignore[valid-type]
+        v2.check(model_name)
+        return v2.metadata(model_name)
+
+    async def model_ready(model_name: ModelName) -> ModelReadyResponse:  # type: ignore[valid-type]
+        v2.check(model_name)
+        return await v2.ready(model_name)
+
+    async def v2_infer(model_name: ModelName, body: V2InferRequest, request: Request) -> Response:  # type: ignore[valid-type]
+        return await v2.infer(model_name, body, request, None)
+
+    v2.add("/v2/models/{model_name}", model_metadata, response_model=ModelMetadataResponse, operation_id="v2_model_metadata")
+    v2.add("/v2/models/{model_name}/ready", model_ready, response_model=ModelReadyResponse, operation_id="v2_model_ready")
+    v2.add("/v2/models/{model_name}/infer", v2_infer, "POST", operation_id="v2_infer", **V2_INFER_DOC)
+
+
+def _install_versioned_model_routes(v2: _V2Routes, ModelName: Any, ModelVersion: Any) -> None:
+    """``/v2/models/{name}/versions/{version}``: the same three routes, for the served version only."""
+    from kserve.protocol.rest.v2_datamodels import ModelMetadataResponse, ModelReadyResponse
+
+    V2InferRequest = v2.model.models.V2InferRequest
 
     async def model_metadata_v(model_name: ModelName, model_version: ModelVersion) -> Response:  # type: ignore[valid-type]
-        check(model_name, model_version)
-        return metadata(model_name)
+        v2.check(model_name, model_version)
+        return v2.metadata(model_name)
 
     async def model_ready_v(model_name: ModelName, model_version: ModelVersion) -> ModelReadyResponse:  # type: ignore[valid-type]
-        check(model_name, model_version)
-        await ensure_ready()
-        return ModelReadyResponse(name=model_name, ready=True)
+        v2.check(model_name, model_version)
+        return await v2.ready(model_name)
 
     async def v2_infer_v(model_name: ModelName, model_version: ModelVersion, body: V2InferRequest,  # type: ignore[valid-type]
                          request: Request) -> Response:
-        return await infer(model_name, body, request, model_version)
+        return await v2.infer(model_name, body, request, model_version)
 
     base = "/v2/models/{model_name}/versions/{model_version}"
-    route(base, model_metadata_v, response_model=ModelMetadataResponse, operation_id="v2_model_version_metadata")
-    route(base + "/ready", model_ready_v, response_model=ModelReadyResponse, operation_id="v2_model_version_ready")
-    route(base + "/infer", v2_infer_v, "POST", operation_id="v2_version_infer", **infer_doc)
+    v2.add(base, model_metadata_v, response_model=ModelMetadataResponse, operation_id="v2_model_version_metadata")
+    v2.add(base + "/ready", model_ready_v, response_model=ModelReadyResponse, operation_id="v2_model_version_ready")
+    v2.add(base + "/infer", v2_infer_v, "POST", operation_id="v2_version_infer", **V2_INFER_DOC)

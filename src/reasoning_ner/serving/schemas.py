@@ -9,6 +9,8 @@ the published schema: :func:`request_models` builds the request classes for one
 :class:`ServeSettings`. The module-level classes (``V1Request`` ...) use the defaults and are what
 clients import for typing.
 
+OpenAI's chat completion bodies are defined in :mod:`.openai_schemas` and importable from here.
+
 Tensor layout of the V2 (Open Inference Protocol) ``infer`` route, N = number of sentences:
 
 ======================  ========  =========  ====================================================
@@ -28,14 +30,12 @@ out ``reasoning``       BYTES     [N]        only when some sentence asked for i
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -45,6 +45,45 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from .json_types import JSONInt, NonEmpty, json_int
+from .openai_schemas import (
+    NEUTRAL,
+    REFUSED_EVERYWHERE,
+    REFUSED_IN_PROCESS,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChoiceLogprobs,
+    CompletionTokensDetails,
+    JSONObjectFormat,
+    JSONSchemaFormat,
+    JSONSchemaResponseFormat,
+    ModelCard,
+    ModelList,
+    ResponseFormat,
+    StreamOptions,
+    TextFormat,
+    TextPart,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+# Every body is importable from here, OpenAI's (defined in .openai_schemas) included.
+__all__ = [
+    "ServeSettings", "settings_from_config",
+    "ErrorBody", "ErrorResponse", "V2ErrorResponse",
+    "EntityOut", "UngroundedOut", "Prediction", "V1Response", "V2OutputTensor", "V2InferResponse",
+    "JSONInt", "json_int", "NonEmpty", "RequestModels", "request_models", "NERInstance", "V1Request", "V2InferRequest",
+    "TextPart", "ChatMessage", "StreamOptions", "JSONSchemaFormat", "TextFormat", "JSONObjectFormat",
+    "JSONSchemaResponseFormat", "ResponseFormat", "REFUSED_EVERYWHERE", "REFUSED_IN_PROCESS", "NEUTRAL",
+    "ChatCompletionRequest", "AssistantMessage", "TopLogprob", "TokenLogprob", "ChoiceLogprobs", "ChatChoice",
+    "CompletionTokensDetails", "Usage", "ChatCompletion", "ModelCard", "ModelList",
+    "answer_json_schema", "label_pattern", "validation_problems",
+]
 
 # ------------------------------------------------------------------------------------ settings
 
@@ -199,21 +238,12 @@ class V2InferResponse(BaseModel):
 
 
 # ------------------------------------------------------------------------------------ requests
+# The limits are deployment settings and part of the published schema, so the request classes are
+# built per ServeSettings: one small builder per body, RequestModels puts them together.
 
-
-def _integral(value: Any) -> Any:
-    """JSON Schema's ``integer`` admits 3.0; pydantic's strict int does not."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-#: An integer as JSON Schema defines it: ints and integral floats, never strings or booleans.
-JSONInt = Annotated[int, BeforeValidator(_integral)]
-
-
-def json_int(**constraints: Any) -> Any:
-    """:data:`JSONInt` with bounds (the bounds must come before the validator to reach the JSON schema)."""
-    return Annotated[int, Field(**constraints), BeforeValidator(_integral)]
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+#: A ``parameters`` value: the protocol allows strings, booleans and numbers.
+_Scalar = str | StrictBool | StrictInt | float
+_Shape = Annotated[list[JSONInt], Field(min_length=1, max_length=1, description="[N]: one value per sentence (or [1]).")]
 
 
 def _bad_unicode(value: str) -> bool:
@@ -224,106 +254,123 @@ def _bad_unicode(value: str) -> bool:
     return False
 
 
+def _ner_instance_model(s: ServeSettings) -> type[BaseModel]:
+    """One V1 instance under the deployment's text and label limits."""
+    Label = Annotated[str, StringConstraints(min_length=1, max_length=s.max_label_chars, pattern=r"\S")]
+
+    class NERInstance(BaseModel):
+        """One sentence and the entity types to find in it."""
+
+        model_config = ConfigDict(extra="forbid", strict=True, title="NERInstance")
+        text: str = Field(min_length=1, max_length=s.max_text_chars, pattern=r"\S",
+                          description=f"The sentence (1-{s.max_text_chars} characters, not only whitespace).")
+        labels: list[Label] = Field(min_length=1, max_length=s.max_labels,
+                                    description=f"Entity types, e.g. [\"person\", \"location\"] (1-{s.max_labels}).")
+        return_reasoning: StrictBool = Field(False, description="Return the model's thinking text.")
+        max_reasoning_tokens: json_int(ge=0, le=1_000_000) | None = Field(
+            None,
+            description="Thinking budget for this sentence; the deployment cap applies when smaller. 0 = answer at once.")
+
+        @field_validator("text")
+        @classmethod
+        def _text_unicode(cls, v: str) -> str:
+            if _bad_unicode(v):
+                raise ValueError("text is not valid Unicode (lone surrogate)")
+            return v
+
+        @field_validator("labels")
+        @classmethod
+        def _labels_unicode(cls, v: list[str]) -> list[str]:
+            for i, label in enumerate(v):
+                if _bad_unicode(label):
+                    raise ValueError(f"label {i} is not valid Unicode (lone surrogate)")
+            return v
+
+    return NERInstance
+
+
+def _v1_request_model(s: ServeSettings, instance: type[BaseModel]) -> type[BaseModel]:
+    """The V1 predict body: 1 to max_instances of ``instance``."""
+
+    class V1Request(BaseModel):
+        """KServe V1 predict body."""
+
+        model_config = ConfigDict(extra="forbid", strict=True, title="V1PredictRequest")
+        instances: list[instance] = Field(min_length=1, max_length=s.max_instances,  # type: ignore[valid-type]
+                                          description=f"1-{s.max_instances} sentences.")
+
+    return V1Request
+
+
+def _v2_input_tensor(s: ServeSettings) -> Any:
+    """The V2 input tensors (see the module docstring), one class each, told apart by ``name``."""
+    n_max = max(s.max_instances, 1)
+
+    class _Tensor(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        shape: _Shape
+        parameters: dict[str, _Scalar] | None = None
+
+    class TextTensor(_Tensor):
+        model_config = ConfigDict(title="V2TextTensor")
+        name: Literal["text"]
+        datatype: Literal["BYTES"]
+        data: list[str] = Field(min_length=1, max_length=n_max, description="The sentences.")
+
+    class LabelsTensor(_Tensor):
+        model_config = ConfigDict(title="V2LabelsTensor")
+        name: Literal["labels"]
+        datatype: Literal["BYTES"]
+        data: list[str] = Field(min_length=1, max_length=n_max,
+                                description='One JSON array of labels per sentence (or one for all), e.g. "[\\"person\\"]".')
+
+    class ReturnReasoningTensor(_Tensor):
+        model_config = ConfigDict(title="V2ReturnReasoningTensor")
+        name: Literal["return_reasoning"]
+        datatype: Literal["BOOL"]
+        data: list[StrictBool] = Field(min_length=1, max_length=n_max)
+
+    class MaxReasoningTensor(_Tensor):
+        model_config = ConfigDict(title="V2MaxReasoningTokensTensor")
+        name: Literal["max_reasoning_tokens"]
+        datatype: Literal["INT64", "INT32"]
+        data: list[JSONInt] = Field(min_length=1, max_length=n_max, description="Negative = no request cap.")
+
+    return Annotated[TextTensor | LabelsTensor | ReturnReasoningTensor | MaxReasoningTensor, Discriminator("name")]
+
+
+def _v2_infer_request_model(input_tensor: Any) -> type[BaseModel]:
+    """The V2 infer body around ``input_tensor`` (:func:`_v2_input_tensor`)."""
+
+    class V2RequestedOutput(BaseModel):
+        model_config = ConfigDict(extra="forbid", title="V2RequestedOutput")
+        name: str
+        parameters: dict[str, _Scalar] | None = None
+
+    class V2InferRequest(BaseModel):
+        """Open Inference Protocol infer body; see the module docstring for the tensor layout."""
+
+        model_config = ConfigDict(extra="forbid", title="V2InferRequest", protected_namespaces=())
+        id: str | None = Field(None, max_length=256)
+        # Not in the OIP request object, but KServe's InferenceRESTClient sends them; the path wins
+        # and a different value is refused (400).
+        model_name: str | None = Field(None, max_length=256, description="Optional; must equal the path's model name.")
+        model_version: str | None = Field(None, max_length=256, description="Optional; must equal the served version.")
+        parameters: dict[str, _Scalar] | None = None
+        inputs: list[input_tensor] = Field(min_length=2, max_length=4)  # type: ignore[valid-type]
+        outputs: list[V2RequestedOutput] | None = None
+
+    return V2InferRequest
+
+
 class RequestModels:
     """The request classes for one set of limits (see :func:`request_models`)."""
 
     def __init__(self, settings: ServeSettings):
-        s = settings
-        Label = Annotated[str, StringConstraints(min_length=1, max_length=s.max_label_chars, pattern=r"\S")]
-
-        class NERInstance(BaseModel):
-            """One sentence and the entity types to find in it."""
-
-            model_config = ConfigDict(extra="forbid", strict=True, title="NERInstance")
-            text: str = Field(min_length=1, max_length=s.max_text_chars, pattern=r"\S",
-                              description=f"The sentence (1-{s.max_text_chars} characters, not only whitespace).")
-            labels: list[Label] = Field(min_length=1, max_length=s.max_labels,
-                                        description=f"Entity types, e.g. [\"person\", \"location\"] (1-{s.max_labels}).")
-            return_reasoning: StrictBool = Field(False, description="Return the model's thinking text.")
-            max_reasoning_tokens: json_int(ge=0, le=1_000_000) | None = Field(
-                None,
-                description="Thinking budget for this sentence; the deployment cap applies when smaller. 0 = answer at once.")
-
-            @field_validator("text")
-            @classmethod
-            def _text_unicode(cls, v: str) -> str:
-                if _bad_unicode(v):
-                    raise ValueError("text is not valid Unicode (lone surrogate)")
-                return v
-
-            @field_validator("labels")
-            @classmethod
-            def _labels_unicode(cls, v: list[str]) -> list[str]:
-                for i, label in enumerate(v):
-                    if _bad_unicode(label):
-                        raise ValueError(f"label {i} is not valid Unicode (lone surrogate)")
-                return v
-
-        class V1Request(BaseModel):
-            """KServe V1 predict body."""
-
-            model_config = ConfigDict(extra="forbid", strict=True, title="V1PredictRequest")
-            instances: list[NERInstance] = Field(min_length=1, max_length=s.max_instances,
-                                                 description=f"1-{s.max_instances} sentences.")
-
-        Scalar = str | StrictBool | StrictInt | float
-        n_max = max(s.max_instances, 1)
-        Shape = Annotated[list[JSONInt], Field(min_length=1, max_length=1, description="[N]: one value per sentence (or [1]).")]
-
-        class _Tensor(BaseModel):
-            model_config = ConfigDict(extra="forbid", strict=True)
-            shape: Shape
-            parameters: dict[str, Scalar] | None = None
-
-        class TextTensor(_Tensor):
-            model_config = ConfigDict(title="V2TextTensor")
-            name: Literal["text"]
-            datatype: Literal["BYTES"]
-            data: list[str] = Field(min_length=1, max_length=n_max, description="The sentences.")
-
-        class LabelsTensor(_Tensor):
-            model_config = ConfigDict(title="V2LabelsTensor")
-            name: Literal["labels"]
-            datatype: Literal["BYTES"]
-            data: list[str] = Field(min_length=1, max_length=n_max,
-                                    description='One JSON array of labels per sentence (or one for all), e.g. "[\\"person\\"]".')
-
-        class ReturnReasoningTensor(_Tensor):
-            model_config = ConfigDict(title="V2ReturnReasoningTensor")
-            name: Literal["return_reasoning"]
-            datatype: Literal["BOOL"]
-            data: list[StrictBool] = Field(min_length=1, max_length=n_max)
-
-        class MaxReasoningTensor(_Tensor):
-            model_config = ConfigDict(title="V2MaxReasoningTokensTensor")
-            name: Literal["max_reasoning_tokens"]
-            datatype: Literal["INT64", "INT32"]
-            data: list[JSONInt] = Field(min_length=1, max_length=n_max, description="Negative = no request cap.")
-
-        V2InputTensor = Annotated[TextTensor | LabelsTensor | ReturnReasoningTensor | MaxReasoningTensor, Discriminator("name")]
-
-        class V2RequestedOutput(BaseModel):
-            model_config = ConfigDict(extra="forbid", title="V2RequestedOutput")
-            name: str
-            parameters: dict[str, Scalar] | None = None
-
-        class V2InferRequest(BaseModel):
-            """Open Inference Protocol infer body; see the module docstring for the tensor layout."""
-
-            model_config = ConfigDict(extra="forbid", title="V2InferRequest", protected_namespaces=())
-            id: str | None = Field(None, max_length=256)
-            # Not in the OIP request object, but KServe's InferenceRESTClient sends them; the path wins
-            # and a different value is refused (400).
-            model_name: str | None = Field(None, max_length=256, description="Optional; must equal the path's model name.")
-            model_version: str | None = Field(None, max_length=256, description="Optional; must equal the served version.")
-            parameters: dict[str, Scalar] | None = None
-            inputs: list[V2InputTensor] = Field(min_length=2, max_length=4)
-            outputs: list[V2RequestedOutput] | None = None
-
-        self.NERInstance = NERInstance
-        self.V1Request = V1Request
-        self.V2InputTensor = V2InputTensor
-        self.V2InferRequest = V2InferRequest
+        self.NERInstance = _ner_instance_model(settings)
+        self.V1Request = _v1_request_model(settings, self.NERInstance)
+        self.V2InputTensor = _v2_input_tensor(settings)
+        self.V2InferRequest = _v2_infer_request_model(self.V2InputTensor)
 
 
 def request_models(settings: ServeSettings) -> RequestModels:
@@ -334,208 +381,6 @@ _DEFAULT = RequestModels(ServeSettings())
 NERInstance = _DEFAULT.NERInstance
 V1Request = _DEFAULT.V1Request
 V2InferRequest = _DEFAULT.V2InferRequest
-
-
-# ------------------------------------------------------------------------------------ OpenAI
-
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    type: Literal["text"]
-    text: str = Field(max_length=200_000)
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-
-    def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True)
-    include_usage: bool = False
-
-
-class JSONSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
-    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON Schema the answer must match.")
-    strict: StrictBool | None = Field(None, description="Always enforced in process (the grammar is the schema).")
-
-
-class _Format(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class TextFormat(_Format):
-    type: Literal["text"]
-
-
-class JSONObjectFormat(_Format):
-    type: Literal["json_object"]
-
-
-class JSONSchemaResponseFormat(_Format):
-    type: Literal["json_schema"]
-    json_schema: JSONSchemaFormat
-
-
-#: OpenAI's response_format, tagged by ``type`` (so the published schema states that json_schema needs one).
-ResponseFormat = Annotated[TextFormat | JSONObjectFormat | JSONSchemaResponseFormat, Discriminator("type")]
-
-
-#: Parameters refused with 400 on every backend: the model has no tools, audio or web search.
-REFUSED_EVERYWHERE = {
-    "tools": "tool calling is not supported (the model is not trained for it)",
-    "tool_choice": "tool calling is not supported (the model is not trained for it)",
-    "functions": "function calling is not supported (the model is not trained for it)",
-    "function_call": "function calling is not supported (the model is not trained for it)",
-    "audio": "audio output is not supported", "prediction": "predicted outputs are not supported",
-    "web_search_options": "web search is not supported",
-}
-#: Refused in process (the remote server gets them verbatim).
-REFUSED_IN_PROCESS = {
-    "reasoning_effort": "not supported in process; set the thinking budget with thinking_token_budget",
-    "verbosity": "not supported in process",
-    "presence_penalty": "penalties are not supported in process (only 0)",
-    "frequency_penalty": "penalties are not supported in process (only 0)",
-    "logit_bias": "logit_bias is not supported in process",
-}
-
-#: Values of those parameters that change nothing, so they are accepted.
-NEUTRAL: dict[str, tuple[Any, ...]] = {"tools": ([],), "functions": ([],), "tool_choice": ("none",), "presence_penalty": (0,),
-                                       "frequency_penalty": (0,), "logit_bias": ({},)}
-
-
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat completion body: every parameter is honoured or refused with 400 naming it
-    (:meth:`refusal`; docs/serving.md has the table); fields that change nothing here (user, metadata,
-    store, service_tier ...) are accepted and ignored."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    model: str = Field(max_length=256)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
-    max_tokens: json_int(ge=1) | None = Field(None, description="Capped at the deployment's max_new_tokens.")
-    max_completion_tokens: json_int(ge=1) | None = Field(None, description="Wins over max_tokens; capped the same way.")
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(None, description="Default 0 (greedy).")
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    n: json_int(ge=1, le=16) = Field(1, description="Choices (1-16); in process each is a row of the batch.")
-    seed: json_int(ge=-(2**63), le=2**63 - 1) | None = Field(
-        None, description="Seeded sampling: the same request and seed give the same answer (choice i uses seed + i).")
-    stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=4)] | None = Field(
-        None, description="Up to 4 stop strings, matched on the text and not returned.")
-    stream: StrictBool = False
-    stream_options: StreamOptions | None = None
-    logprobs: StrictBool | None = Field(None, description="Log-probabilities of the chosen tokens (not with stream in process).")
-    top_logprobs: json_int(ge=0, le=20) | None = Field(None, description="0-20 most likely tokens per position; needs logprobs.")
-    response_format: ResponseFormat | None = Field(
-        None, description="json_object / json_schema: the answer after the reasoning block is grammar-constrained.")
-    thinking_token_budget: json_int(ge=0, le=1_000_000) | None = Field(
-        None, description="Thinking tokens before </think> is forced (vLLM's name; header X-Thinking-Token-Budget too).")
-    # Refused (REFUSED_EVERYWHERE / REFUSED_IN_PROCESS) unless absent or neutral.
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    audio: Any = None
-    prediction: Any = None
-    web_search_options: Any = None
-    modalities: list[str] | None = None
-    reasoning_effort: Any = None
-    verbosity: Any = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, Any] | None = None
-
-    def stop_list(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-
-    def refusal(self, in_process: bool, structured_output: bool = True) -> tuple[str, str] | None:
-        """(parameter, why) for the first parameter this backend cannot honour; None when all can be."""
-        def given(name: str) -> bool:
-            value = getattr(self, name)  # neutral values (no tools, "none" tool choice, 0 penalty, no bias) change nothing
-            return value is not None and value not in NEUTRAL.get(name, ())
-
-        if self.top_logprobs is not None and not self.logprobs:
-            return "top_logprobs", "top_logprobs needs logprobs: true"
-        if self.modalities is not None and set(self.modalities) - {"text"}:
-            return "modalities", "only text output is supported"
-        for name, why in REFUSED_EVERYWHERE.items():
-            if given(name):
-                return name, why
-        if in_process:
-            for name, why in REFUSED_IN_PROCESS.items():
-                if given(name):
-                    return name, why
-            if self.logprobs and self.stream:
-                return "logprobs", "logprobs are returned without stream only (in process)"
-        elif not structured_output and self.response_format is not None and self.response_format.type != "text":
-            return "response_format", "the remote backend is configured without structured output (remote_structured_output: none)"
-        return None
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None = Field(description="The answer after the reasoning block; null when only reasoning came.")
-    reasoning_content: str | None = Field(None, description="The thinking text (vLLM's reasoning-parser field).")
-
-
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob] = Field(default_factory=list)
-
-
-class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprob] | None = None
-    refusal: list[TokenLogprob] | None = None
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: Literal["stop", "length"] | None
-    logprobs: ChoiceLogprobs | None = None
-
-
-class CompletionTokensDetails(BaseModel):
-    reasoning_tokens: int = Field(0, description="Tokens of the reasoning block, up to and including </think>.")
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    completion_tokens_details: CompletionTokensDetails | None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "reasoning-ner"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -591,7 +436,3 @@ def validation_problems(exc: ValidationError | list[dict[str, Any]]) -> list[tup
                 param += ("." if param else "") + str(part)
         out.append((param or "body", err.get("msg", "invalid"), err.get("type", "invalid")))
     return out
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)

@@ -2,12 +2,18 @@
 
 Modules (each imports torch/transformers/trl lazily, so ``import reasoning_ner.training`` is cheap):
 
-* :mod:`.sft`      -- ``train_sft``: records -> prompt/completion data -> trl ``SFTTrainer`` subclass
-                      (loss and LM head only at completion positions) -> export.
+* :mod:`.sft`      -- ``train_sft``: records -> prompt/completion data (:mod:`.sft_data`) -> trl
+                      ``SFTTrainer`` subclass (:mod:`.sft_trainer`; loss and LM head only at completion
+                      positions, :mod:`.loss`) -> export.
+* :mod:`.grpo`     -- ``train_grpo`` (stage 3): trl's GRPOTrainer with the paper's reward; its trainer
+                      config in :mod:`.grpo_config`, curves and card in :mod:`.grpo_report`, RL data in
+                      :mod:`.rl_data`.
+* :mod:`.run`      -- what both stages share: the ``python -m`` options and config, resume, ZeRO-3
+                      checks, gathering weights. :mod:`.runtime`: GPU options, dtype, LoRA, DeepSpeed.
 * :mod:`.export`   -- merge LoRA, save a Hugging Face directory with tokenizer, generation config and
                       a model card.
 * :mod:`.plots`    -- ``plot_curves``: PNG curves from a trainer's ``log_history`` (loss, rewards, ...).
-* :mod:`.generate` -- batched greedy generation (left padding, length-sorted) and quick scoring.
+* :mod:`.generate` -- the evaluation's generation loop on a model in memory, and quick scoring.
 """
 
 from __future__ import annotations

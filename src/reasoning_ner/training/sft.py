@@ -57,28 +57,48 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, config_fingerprint, load_config
+from ..config import Config, ConfigError, config_fingerprint
 from ..lineage import file_md5
-from ..records import NERRecord, RecordError, write_json
-# The pieces live in small modules (data, runtime, loss, trainer); their names stay importable from here.
-from .loss import CompletionLMOutput, add_completion_head, completion_nll  # noqa: F401
-from .runtime import (  # noqa: F401
+from ..records import NERRecord, write_json
+# The pieces live in small modules (data, runtime, loss, trainer, run); their names stay importable from
+# here (listed in __all__).
+from .loss import CompletionLMOutput, add_completion_head, completion_nll
+from .run import (
+    RUN_ERRORS, add_config_options, add_run_options, config_from_args, gather_full_weights, is_main_process,
+    read_lineage, refuse_lora_under_zero3, run_cli, train_with_resume,
+)
+from .runtime import (
     FP32MasterAdamW, RuntimeSettings, build_sft_args, compile_decoder_layers, deepspeed_launch, last_checkpoint,
     load_for_training, lora_config, resolve_runtime, training_dtype,
 )
-from .sft_data import (  # noqa: F401
+from .sft_data import (
     IGNORE_INDEX, TrainingDataError, ZeroShotDataError, as_records, has_trainable_labels, keep_last_tokens,
     load_sft_records, sft_example,
 )
-from .sft_trainer import (  # noqa: F401
+from .sft_trainer import (
     CompletionOnlySFTTrainer, LengthBucketSampler, NonFiniteLossCallback, NonFiniteLossError, build_trainer,
 )
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    # this module: the run and its entry point
+    "default_lineage", "main", "train_sft",
+    # loss.py
+    "CompletionLMOutput", "add_completion_head", "completion_nll",
+    # runtime.py
+    "FP32MasterAdamW", "RuntimeSettings", "build_sft_args", "compile_decoder_layers", "deepspeed_launch",
+    "last_checkpoint", "load_for_training", "lora_config", "resolve_runtime", "training_dtype",
+    # sft_data.py
+    "IGNORE_INDEX", "TrainingDataError", "ZeroShotDataError", "as_records", "has_trainable_labels",
+    "keep_last_tokens", "load_sft_records", "sft_example",
+    # sft_trainer.py
+    "CompletionOnlySFTTrainer", "LengthBucketSampler", "NonFiniteLossCallback", "NonFiniteLossError", "build_trainer",
+]
 
+logger = logging.getLogger(__name__)
 
 
 def default_lineage(train_files: Sequence[Path], records: Sequence[NERRecord]) -> dict[str, Any]:
@@ -94,8 +114,17 @@ def _loss_points(history: list[dict[str, Any]]) -> list[float]:
     return [float(e["loss"]) for e in history if "loss" in e and isinstance(e["loss"], (int, float))]
 
 
-def _is_main(trainer: Any) -> bool:
-    return bool(trainer.is_world_process_zero())
+@dataclass
+class _SFTSetup:
+    """A built trainer and what the run needs of its construction later on."""
+
+    trainer: Any
+    tokenizer: Any
+    base_model: str
+    runtime: RuntimeSettings
+    guard: NonFiniteLossCallback
+    zero3: bool
+    eval_with_cot: list[NERRecord]
 
 
 def train_sft(
@@ -129,11 +158,58 @@ def train_sft(
     train_files = [Path(p) for p in train_files]
     records = load_sft_records(train_files, cfg)
     evals = as_records(eval_records)
+    checkpoint_dir = output_dir / "checkpoints"
+    run = _build_sft_trainer(cfg, records, evals, checkpoint_dir, base_model, progress, callbacks, trainer_args)
+    trainer = run.trainer
 
+    train_output, resume_from = train_with_resume(trainer, checkpoint_dir, resume)
+    history = list(trainer.state.log_history)
+    main = is_main_process(trainer)
+    if main:
+        _write_loss_log(cfg, history, output_dir)
+    _raise_if_diverged(cfg, run.guard, checkpoint_dir, output_dir)
+    metrics = _training_metrics(run, train_output, history)
+
+    state_dict = gather_full_weights(trainer, run.zero3)
+    summary: dict[str, Any] = {}
+    if main:
+        counts = _export_sft_model(
+            cfg, run, records, evals, train_files, lineage, trainer_args, metrics, state_dict, output_dir / "model"
+        )
+        summary = {
+            "steps": trainer.state.global_step,
+            "train_loss_first": metrics["train_loss_first"],
+            "train_loss_last": metrics["train_loss_last"],
+            "seconds": round(time.perf_counter() - started, 2),
+            "train_seconds": round(float(train_output.metrics.get("train_runtime", 0.0)), 2),
+            "steps_per_second": train_output.metrics.get("train_steps_per_second"),
+            "output_dir": str(output_dir),
+            "model_dir": str(output_dir / "model"),
+            "resumed_from": resume_from,
+            "examples": counts,
+            "metrics": metrics,
+            "runtime_notes": run.runtime.notes,
+            "base_model": run.base_model,
+        }
+        write_json(output_dir / "summary.json", summary)
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def _build_sft_trainer(
+    cfg: Config,
+    records: list[NERRecord],
+    evals: list[NERRecord],
+    checkpoint_dir: Path,
+    base_model: str | None,
+    progress: bool,
+    callbacks: list[Any] | None,
+    trainer_args: dict[str, Any] | None,
+) -> _SFTSetup:
+    """Runtime, ``SFTConfig``, base model and trainer, with the divergence guard bound to it."""
     runtime = resolve_runtime(cfg.sft)
     for note in runtime.notes:
         logger.info("sft runtime: %s", note)
-    checkpoint_dir = output_dir / "checkpoints"
     # SFTConfig before the model: under `accelerate launch` with ZeRO-3 it sets up zero.Init for loading.
     args = build_sft_args(cfg, checkpoint_dir, runtime, progress, trainer_args)
     from ..modeling import resolve_base_model
@@ -148,119 +224,129 @@ def train_sft(
         eval_records=eval_with_cot, callbacks=[guard, *(callbacks or [])], progress=progress,
     )
     guard.bind(trainer)
-    zero3 = bool(getattr(trainer, "is_deepspeed_enabled", False)) and getattr(
-        getattr(trainer.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0
-    ) == 3
-    if zero3 and cfg.sft.finetune == "lora":
-        raise ConfigError("sft.finetune=lora with DeepSpeed ZeRO-3 is not supported (merging needs full weights); use one GPU or DDP")
+    zero3 = refuse_lora_under_zero3(trainer, "sft", cfg.sft.finetune, ConfigError, "; use one GPU or DDP")
+    return _SFTSetup(trainer, tokenizer, name, runtime, guard, zero3, eval_with_cot)
 
-    resume_from = last_checkpoint(checkpoint_dir) if resume else None
-    if resume_from:
-        logger.info("resuming from %s", resume_from)
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
-    history = list(trainer.state.log_history)
+
+def _write_loss_log(cfg: Config, history: list[dict[str, Any]], output_dir: Path) -> None:
+    """``log_history.json`` and ``loss.png`` (with ``eval_loss`` when it was logged)."""
+    from .plots import plot_curves
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(output_dir / "log_history.json", history)
+    keys = ["loss"] + (["eval_loss"] if any("eval_loss" in e for e in history) else [])
+    plot_curves(history, keys, output_dir / "loss.png", f"SFT loss ({cfg.profile}, {cfg.sft.finetune})")
+
+
+def _raise_if_diverged(cfg: Config, guard: NonFiniteLossCallback, checkpoint_dir: Path, output_dir: Path) -> None:
+    """After the log and plot are written, so the diverged step can be looked at."""
+    if guard.event is None:
+        return
+    raise NonFiniteLossError(
+        f"training diverged: non-finite loss or gradient norm ({guard.event['loss']}) at step {guard.event['step']}; "
+        f"training stopped and no model was exported. The model diverged: lower sft.learning_rate (now {cfg.sft.learning_rate:g}) "
+        f"or check the data. Last checkpoint (written before the divergence): "
+        f"{last_checkpoint(checkpoint_dir) or 'none'}. Log: {output_dir / 'log_history.json'}"
+    )
+
+
+def _training_metrics(run: _SFTSetup, train_output: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Steps, epochs and train losses; the eval loss (every process) when there are CoT eval records."""
     losses = _loss_points(history)
-    main = _is_main(trainer)
-    if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_json(output_dir / "log_history.json", history)
-        from .plots import plot_curves
-
-        keys = ["loss"] + (["eval_loss"] if any("eval_loss" in e for e in history) else [])
-        plot_curves(history, keys, output_dir / "loss.png", f"SFT loss ({cfg.profile}, {cfg.sft.finetune})")
-    if guard.event is not None:
-        raise NonFiniteLossError(
-            f"training diverged: non-finite loss or gradient norm ({guard.event['loss']}) at step {guard.event['step']}; "
-            f"training stopped and no model was exported. The model diverged: lower sft.learning_rate (now {cfg.sft.learning_rate:g}) "
-            f"or check the data. Last checkpoint (written before the divergence): "
-            f"{last_checkpoint(checkpoint_dir) or 'none'}. Log: {output_dir / 'log_history.json'}"
-        )
-
+    state = run.trainer.state
     metrics: dict[str, Any] = {
-        "global_step": trainer.state.global_step,
-        "epochs": round(float(trainer.state.epoch or 0.0), 4),
+        "global_step": state.global_step,
+        "epochs": round(float(state.epoch or 0.0), 4),
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "train_loss_mean": float(train_output.training_loss),
     }
-    if eval_with_cot:
-        metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])
+    if run.eval_with_cot:
+        metrics["eval_loss"] = float(run.trainer.evaluate()["eval_loss"])
+    return metrics
 
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if zero3 else None
-    model_dir = output_dir / "model"
-    summary: dict[str, Any] = {}
-    if main:
-        from .export import export_model, merge_lora
-        from .generate import generate_and_score
 
-        final = merge_lora(trainer.model)
-        if evals and trainer.accelerator.num_processes == 1:
-            max_new = cfg.sft.eval_max_new_tokens or min(2 * cfg.sft.max_length, 2048)
-            scores, _ = generate_and_score(
-                final, tokenizer, evals, cfg.prompt, max_new_tokens=max_new, batch_size=cfg.sft.per_device_train_batch_size
-            )
-            metrics.update({"eval_n": scores["n"], "eval_parse_rate": scores["parse_rate"], "eval_f1": scores["f1"]})
-        counts = trainer.example_counts.get("train", {"examples": len(records), "truncated": 0, "dropped": 0})
-        world = trainer.accelerator.num_processes
-        hyper = {
-            "profile": cfg.profile,
-            "finetune": cfg.sft.finetune,
-            **({"lora_r": cfg.sft.lora_r, "lora_alpha": cfg.sft.lora_alpha, "lora_dropout": cfg.sft.lora_dropout}
-               if cfg.sft.finetune == "lora" else {}),
-            "learning_rate": cfg.sft.learning_rate,
-            "lr_scheduler_type": cfg.sft.lr_scheduler_type,
-            "warmup_ratio": cfg.sft.warmup_ratio,
-            "weight_decay": cfg.sft.weight_decay,
-            "num_train_epochs": cfg.sft.num_train_epochs,
-            "max_steps": cfg.sft.max_steps,
-            "per_device_train_batch_size": cfg.sft.per_device_train_batch_size,
-            "gradient_accumulation_steps": cfg.sft.gradient_accumulation_steps,
-            "processes": world,
-            "effective_batch_size": cfg.sft.per_device_train_batch_size * cfg.sft.gradient_accumulation_steps * world,
-            "max_length": f"{cfg.sft.max_length} (left-truncated: last tokens kept)",
-            "loss": "NLL on completion tokens + <|im_end|>, normalised by the accumulated token count",
-            "prompt_style": cfg.prompt.style,
-            "with_cot": cfg.prompt.with_cot,
-            "answer_indent": cfg.prompt.answer_indent,
-            "bf16": runtime.bf16,
-            "gradient_checkpointing": runtime.gradient_checkpointing,
-            "padding_free": runtime.padding_free,
-            "liger_kernel": runtime.use_liger_kernel,
-            "torch_compile": runtime.torch_compile,
-            "bf16_weights (fp32 master in the optimizer)": runtime.bf16_weights,
-            "attn_implementation": runtime.attn_implementation or "model default",
-            "seed": cfg.seed,
-            "train_examples": counts["examples"],
-            "truncated_examples": counts["truncated"],
-            "dropped_examples": counts["dropped"],
-            "config_sha256": hashlib.sha256(config_fingerprint(cfg).encode()).hexdigest()[:16],
-            **{f"trl.{k}": v for k, v in (trainer_args or {}).items()},
-        }
-        full_lineage = {**default_lineage(train_files, records), **(lineage or {})}
-        export_model(
-            final, tokenizer, model_dir, base_model=name, stage="SFT",
-            datasets=sorted({r.dataset for r in records if r.dataset}), lineage=full_lineage,
-            hyperparameters=hyper, metrics=metrics, state_dict=state_dict,
-            max_new_tokens=cfg.sft.eval_max_new_tokens,
-        )
-        summary = {
-            "steps": trainer.state.global_step,
-            "train_loss_first": metrics["train_loss_first"],
-            "train_loss_last": metrics["train_loss_last"],
-            "seconds": round(time.perf_counter() - started, 2),
-            "train_seconds": round(float(train_output.metrics.get("train_runtime", 0.0)), 2),
-            "steps_per_second": train_output.metrics.get("train_steps_per_second"),
-            "output_dir": str(output_dir),
-            "model_dir": str(model_dir),
-            "resumed_from": resume_from,
-            "examples": counts,
-            "metrics": metrics,
-            "runtime_notes": runtime.notes,
-            "base_model": name,
-        }
-        write_json(output_dir / "summary.json", summary)
-    trainer.accelerator.wait_for_everyone()
-    return summary
+def _export_sft_model(
+    cfg: Config,
+    run: _SFTSetup,
+    records: list[NERRecord],
+    evals: list[NERRecord],
+    train_files: list[Path],
+    lineage: dict[str, Any] | None,
+    trainer_args: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    state_dict: dict[str, Any] | None,
+    model_dir: Path,
+) -> dict[str, int]:
+    """Main process: score greedy generations (into ``metrics``), export the merged model with its
+    card; returns the example counts (kept, truncated, dropped)."""
+    from .export import export_model, merge_lora
+
+    trainer = run.trainer
+    final = merge_lora(trainer.model)
+    if evals and trainer.accelerator.num_processes == 1:
+        metrics.update(_generation_scores(cfg, final, run.tokenizer, evals))
+    counts = trainer.example_counts.get("train", {"examples": len(records), "truncated": 0, "dropped": 0})
+    export_model(
+        final, run.tokenizer, model_dir, base_model=run.base_model, stage="SFT",
+        datasets=sorted({r.dataset for r in records if r.dataset}),
+        lineage={**default_lineage(train_files, records), **(lineage or {})},
+        hyperparameters=_sft_hyperparameters(cfg, run.runtime, counts, trainer.accelerator.num_processes, trainer_args),
+        metrics=metrics, state_dict=state_dict, max_new_tokens=cfg.sft.eval_max_new_tokens,
+    )
+    return counts
+
+
+def _generation_scores(cfg: Config, model: Any, tokenizer: Any, evals: list[NERRecord]) -> dict[str, Any]:
+    """Parse rate and paper-parity F1 of greedy generations on ``evals``."""
+    from .generate import generate_and_score
+
+    max_new = cfg.sft.eval_max_new_tokens or min(2 * cfg.sft.max_length, 2048)
+    scores, _ = generate_and_score(
+        model, tokenizer, evals, cfg.prompt, max_new_tokens=max_new, batch_size=cfg.sft.per_device_train_batch_size
+    )
+    return {"eval_n": scores["n"], "eval_parse_rate": scores["parse_rate"], "eval_f1": scores["f1"]}
+
+
+def _sft_hyperparameters(
+    cfg: Config, runtime: RuntimeSettings, counts: dict[str, int], world: int, trainer_args: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The settings recorded in the model card: the sft section, what the runtime really used, the data."""
+    s = cfg.sft
+    return {
+        "profile": cfg.profile,
+        "finetune": s.finetune,
+        **({"lora_r": s.lora_r, "lora_alpha": s.lora_alpha, "lora_dropout": s.lora_dropout}
+           if s.finetune == "lora" else {}),
+        "learning_rate": s.learning_rate,
+        "lr_scheduler_type": s.lr_scheduler_type,
+        "warmup_ratio": s.warmup_ratio,
+        "weight_decay": s.weight_decay,
+        "num_train_epochs": s.num_train_epochs,
+        "max_steps": s.max_steps,
+        "per_device_train_batch_size": s.per_device_train_batch_size,
+        "gradient_accumulation_steps": s.gradient_accumulation_steps,
+        "processes": world,
+        "effective_batch_size": s.per_device_train_batch_size * s.gradient_accumulation_steps * world,
+        "max_length": f"{s.max_length} (left-truncated: last tokens kept)",
+        "loss": "NLL on completion tokens + <|im_end|>, normalised by the accumulated token count",
+        "prompt_style": cfg.prompt.style,
+        "with_cot": cfg.prompt.with_cot,
+        "answer_indent": cfg.prompt.answer_indent,
+        "bf16": runtime.bf16,
+        "gradient_checkpointing": runtime.gradient_checkpointing,
+        "padding_free": runtime.padding_free,
+        "liger_kernel": runtime.use_liger_kernel,
+        "torch_compile": runtime.torch_compile,
+        "bf16_weights (fp32 master in the optimizer)": runtime.bf16_weights,
+        "attn_implementation": runtime.attn_implementation or "model default",
+        "seed": cfg.seed,
+        "train_examples": counts["examples"],
+        "truncated_examples": counts["truncated"],
+        "dropped_examples": counts["dropped"],
+        "config_sha256": hashlib.sha256(config_fingerprint(cfg).encode()).hexdigest()[:16],
+        **{f"trl.{k}": v for k, v in (trainer_args or {}).items()},
+    }
 
 
 # ============================================================================================
@@ -270,43 +356,33 @@ def train_sft(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reasoning_ner.training.sft", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: ./params.yaml when present)")
-    parser.add_argument("--profile", default=None, help="tiny-cpu, qwen3-1.7b, qwen3-8b")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value override")
+    add_config_options(parser)
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="canonical CoT JSONL file(s)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--base-model", default=None, help="hub name or path (default: config model.base_model)")
     parser.add_argument("--eval", dest="eval_file", type=Path, default=None, help="JSONL records for the final check")
     parser.add_argument("--eval-n", type=int, default=200, help="seeded sample size of --eval records")
-    parser.add_argument("--lineage", type=Path, default=None, help="JSON file with lineage for the model card")
-    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    add_run_options(parser)
     parser.add_argument("--no-progress", action="store_true")
     ns = parser.parse_args(argv)
-    from ..modeling import ModelLoadError
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config_path = ns.config if ns.config is not None else (Path("params.yaml") if Path("params.yaml").is_file() else None)
-        cfg = load_config(config_path, ns.profile, ns.overrides)
+
+    def train() -> dict[str, Any]:
+        cfg = config_from_args(ns)
         evals = None
         if ns.eval_file is not None:
             evals = as_records(ns.eval_file)
             if len(evals) > ns.eval_n:
                 evals = random.Random(cfg.seed).sample(evals, ns.eval_n)
-        lineage = json.loads(ns.lineage.read_text()) if ns.lineage else None
-        summary = train_sft(
-            cfg, ns.data, ns.out, base_model=ns.base_model, lineage=lineage, eval_records=evals,
+        return train_sft(
+            cfg, ns.data, ns.out, base_model=ns.base_model, lineage=read_lineage(ns.lineage), eval_records=evals,
             resume=not ns.no_resume, progress=not ns.no_progress,
         )
-    except (ConfigError, TrainingDataError, RecordError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+
+    code, summary = run_cli(train, (RUN_ERRORS + (TrainingDataError,), 2), ((NonFiniteLossError,), 3))
     if summary:
         print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return code
 
 
 if __name__ == "__main__":
