@@ -411,7 +411,9 @@ def run_grpo(name: str, overrides: list[str], ns: argparse.Namespace, inputs: di
         f"grpo.num_generations={ns.generations}", f"grpo.per_device_train_batch_size={ns.grpo_micro_batch}",
         f"grpo.gradient_accumulation_steps={ns.prompts * ns.generations // ns.grpo_micro_batch}",
         f"grpo.max_completion_length={ns.new_tokens}", "grpo.num_iterations=1", "grpo.save_steps=100000",
-        f"grpo.rl_sample_size={ns.prompts * total}", "grpo.warmup_ratio=0.0", *ns.grpo_base, *overrides])
+        f"grpo.rl_sample_size={ns.prompts * total}", "grpo.warmup_ratio=0.0",
+        "grpo.use_vllm=false",  # the HF generate path: no vLLM on the lent GPU machine
+        *ns.grpo_base, *overrides])
     tokenizer = inputs["tokenizer"]
     with restored_modeling():
         # trl loads the KL reference model from the policy's path: the random "SFT" model goes to disk

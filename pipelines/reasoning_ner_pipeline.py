@@ -152,6 +152,8 @@ HELP = {
                       "beating the champion.",
     "accelerator_type": "Accelerator resource name requested by the GPU steps.",
     "gpus_per_step": "Accelerators per GPU step (and per node of a multi-node TrainJob).",
+    "grpo_gpus_per_step": "Accelerators of the GRPO step: the paper profiles roll out with a `trl vllm-serve` server on the "
+                          "last one and train on the others (1 GPU: set the profile's grpo.vllm_mode to colocate).",
     "gpu_node_selector": "Node selector of the GPU node pool (JSON object), e.g. "
                          "{\"cloud.google.com/gke-accelerator\": \"nvidia-h100-80gb\"}.",
     "gpu_tolerations": "Tolerations for the GPU node pool's taints (JSON list of Kubernetes tolerations).",
@@ -247,6 +249,7 @@ def cluster_pipeline(
     min_gate_value: float = PAPER["min_gate_value"],
     accelerator_type: str = "nvidia.com/gpu",
     gpus_per_step: int = 1,
+    grpo_gpus_per_step: int = 2,
     gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
     gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
     deploy_namespace: str = "reasoning-ner",
@@ -279,7 +282,7 @@ def cluster_pipeline(
     for name in ("fetch", "synthesize", "validate", "promote"):
         _resources(tasks[name], "cpu")
     for name in ("sft", "grpo", "evaluate"):
-        _gpu_pool(tasks[name], accelerator, gpus, selector, tolerations)
+        _gpu_pool(tasks[name], accelerator, p["grpo_gpus_per_step"] if name == "grpo" else gpus, selector, tolerations)
         _secrets(tasks[name], "hf")
     for name in ("sft", "grpo"):  # scratch for checkpoints, writable by the images' uid (see the module docstring)
         kubernetes.empty_dir_mount(tasks[name], volume_name="workspace", mount_path=WORKSPACE_MOUNT)

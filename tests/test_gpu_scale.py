@@ -165,7 +165,8 @@ def test_grpo_generation_settings() -> None:
 
     with pytest.raises(ConfigError, match="generation_cache=static"):
         load_config(profile="qwen3-1.7b", overrides=["grpo.compile_generation=true"])
-    cfg = load_config(profile="qwen3-1.7b", overrides=["grpo.generation_cache=static", "grpo.compile_generation=true"])
+    cfg = load_config(profile="qwen3-1.7b", overrides=["grpo.generation_cache=static", "grpo.compile_generation=true",
+                                                       "grpo.use_vllm=false"])  # the HF path (no vLLM)
     gpu = grpo_config_kwargs(cfg, "/tmp/unused", [1.0], device="cuda")
     assert gpu["cache_implementation"] == "static"
     assert gpu["generation_kwargs"] == {"max_cache_len": cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length}

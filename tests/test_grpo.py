@@ -171,7 +171,7 @@ def test_tiny_cpu_grpo_config_maps_every_field():
     # tiny-cpu scales advantages by nothing (Dr. GRPO, measured in docs/grpo.md); the GPU profiles
     # keep the reference's group-std scaling.
     assert args.reward_weights == [10.0, 1.0] and args.scale_rewards == g.scale_rewards == "none"
-    assert build_grpo_config(load_config(profile="qwen3-8b"), "/tmp/unused-grpo-out", device="cpu").scale_rewards == "group"
+    assert build_grpo_config(load_config(profile="qwen3-8b", overrides=["grpo.use_vllm=false"]), "/tmp/unused-grpo-out", device="cpu").scale_rewards == "group"
     assert args.use_cpu and not args.bf16 and not args.use_vllm
     assert args.remove_unused_columns is False and args.report_to == []
     assert args.generation_batch_size % args.num_generations == 0

@@ -43,7 +43,9 @@ def test_gpu_steps_carry_accelerators_node_selector_and_tolerations(cluster_docs
     for step in GPU_STEPS:
         resources = executors[f"exec-{step}"]["container"]["resources"]
         assert resources["accelerator"]["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
-        assert resources["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_step']}}"
+        # GRPO's rollout server (trl vllm-serve) has a GPU of its own: the step asks for grpo_gpus_per_step
+        count = "grpo_gpus_per_step" if step == "train-grpo" else "gpus_per_step"
+        assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{count}']}}}}"
         assert resources["cpuLimit"] > 0 and resources["memoryLimit"] > 0
         ex = k8s[f"exec-{step}"]
         # train-sft sits in the multi_node Else branch, where pipeline parameters arrive as channels.

@@ -92,3 +92,18 @@ def train_grpo_cmd(
         raise fail(str(exc)) from exc
     keys = ("model_dir", "global_steps", "train_seconds", "final_metrics")
     stdout.print_json(json.dumps({k: summary.get(k) for k in keys}, default=str))
+
+
+@train_app.command("vllm-serve-command")
+def train_vllm_serve_command(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="The policy GRPO starts from (the SFT model).")],
+) -> None:
+    """Print the `trl vllm-serve` command of the configured server-mode rollouts (run it on the server's GPU)."""
+    import shlex
+
+    from ..training.vllm_server import server_base_url, vllm_serve_command
+
+    cfg = get_config(ctx)
+    stdout.print(shlex.join(vllm_serve_command(cfg, model)), soft_wrap=True)
+    stdout.print(f"# trainers reach it at {server_base_url(cfg.grpo)} (grpo.vllm_server_base_url / host / port)", soft_wrap=True)

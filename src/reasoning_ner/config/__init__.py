@@ -242,8 +242,17 @@ class GRPOSection(_Section):
     vllm_server_host: str = "127.0.0.1"
     vllm_server_port: int = Field(8000, ge=1, le=65535)
     vllm_server_timeout: float = Field(240.0, gt=0, description="server mode: seconds to wait for the vLLM server.")
+    vllm_server_launch: bool = Field(
+        False, description="server mode: start `trl vllm-serve` in the GRPO step itself on vllm_server_gpus (else a "
+        "server must already run at the URL; either way the step waits for its /health before training).")
+    vllm_server_gpus: str = Field(
+        "1", pattern=r"^[0-9]+(,[0-9]+)*$", description="server mode with vllm_server_launch: CUDA_VISIBLE_DEVICES of the "
+        "server (its own GPUs; the trainer uses the others: cuda:0 for a single process).")
+    vllm_server_bind_host: str = Field("127.0.0.1", description="server mode, launched here: the address it binds "
+                                       "(0.0.0.0 when trainers on other nodes reach it).")
+    vllm_server_gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="server mode: the share of its own GPUs.")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="colocate mode: vLLM's share of the GPU.")
-    vllm_tensor_parallel_size: int = Field(1, ge=1, description="colocate mode.")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="vLLM's tensor parallelism (both modes).")
     vllm_enable_sleep_mode: bool = Field(False, description="colocate mode: free vLLM's memory during optimizer steps.")
     generation_cache: Literal["dynamic", "static"] = Field(
         "dynamic", description="KV cache of transformers generate (without vLLM); static is sized once to "
@@ -315,6 +324,21 @@ class DeploySection(_Section):
     rollback_on_failure: bool = True
 
 
+class FlywheelSection(_Section):
+    """The improvement loop: served traffic captured by KServe's payload logger (docs/flywheel.md)."""
+
+    log_root: str = Field("work/traffic", description="Where the payload sink writes date=YYYY-MM-DD/ JSONL parts (fsspec: "
+                          "a folder, or s3://bucket/prefix in a cluster).")
+    logger_mode: Literal["all", "request"] = Field("all", description="KServe logger mode: all = requests and responses "
+                                                   "(the served model's entities are kept), request = sentences only.")
+    retention_days: int = Field(30, ge=1, description="Logged partitions older than this are deleted (the text is the users' data).")
+    opt_out_labels: list[str] = Field(default_factory=list, description="A sentence asked with any of these labels is never logged.")
+    pair_timeout_s: float = Field(30.0, gt=0, description="How long a request waits for its response event before it is "
+                                  "written without predictions.")
+    flush_records: int = Field(500, ge=1, description="Records buffered before a JSONL part is written.")
+    flush_seconds: float = Field(60.0, gt=0, description="Longest time records stay buffered.")
+
+
 class ServeSection(_Section):
     """The NER service (`rner serve`, docs/serving.md); env RNER_SERVE_<FIELD> overrides."""
 
@@ -366,6 +390,7 @@ class Config(_Section):
     promotion: PromotionSection = Field(default_factory=PromotionSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
     serve: ServeSection = Field(default_factory=ServeSection)
+    flywheel: FlywheelSection = Field(default_factory=FlywheelSection)
 
     @model_validator(mode="after")
     def _no_zero_shot_rl(self) -> Config:
@@ -377,6 +402,11 @@ class Config(_Section):
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+#: GRPO rollouts as the reference generates them: a `trl vllm-serve` process on its own GPU (the last
+#: of the step's two; the trainer uses the first), started by the step (reasoning_ner.training.vllm_server).
+#: One GPU: --set grpo.vllm_mode=colocate.
+PAPER_ROLLOUTS: dict[str, Any] = {"use_vllm": True, "vllm_mode": "server", "vllm_server_launch": True, "vllm_server_gpus": "1"}
 
 #: Profile overlays on top of the defaults. GPU profiles carry the paper's settings.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -421,14 +451,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model": {"base_model": "Qwen/Qwen3-1.7B-Base", "dtype": "bfloat16"},
         # Reference config/sft/qwen3-1.7b: 32 x 1 x 8 GPUs = 256; GRPO 16 x 4.
         "sft": {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 1},
-        "grpo": {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 4},
+        "grpo": {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 4, **PAPER_ROLLOUTS},
     },
     "qwen3-8b": {
         "prompt": {"style": "paper", "answer_indent": 2},
         "model": {"base_model": "Qwen/Qwen3-8B-Base", "dtype": "bfloat16"},
         # Reference config/sft/qwen3-8b: 16 x 2 x 8 GPUs = 256; GRPO 4 x 16.
         "sft": {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 2},
-        "grpo": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16},
+        "grpo": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 16, **PAPER_ROLLOUTS},
     },
 }
 

@@ -75,6 +75,7 @@ from .run import (
     read_lineage, refuse_lora_under_zero3, run_cli, train_with_resume,
 )
 from .runtime import deepspeed_launch
+from .vllm_server import rollout_server
 
 __all__ = [
     "GRPOError",
@@ -199,12 +200,15 @@ def train_grpo(
     output_dir = Path(output_dir)
     sft_model_dir = str(resolve_model_dir(sft_model_dir))
     device = resolve_device(device)
-    run = _build_grpo_trainer(cfg, sft_model_dir, train_files, output_dir, device, max_steps, datasets)
-    trainer = run.trainer
-    zero3 = refuse_lora_under_zero3(trainer, "grpo", cfg.grpo.finetune, GRPOError)
-    train_started = time.perf_counter()
-    result, resume_from = train_with_resume(trainer, output_dir / "checkpoints", resume)
-    train_seconds = time.perf_counter() - train_started
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # Server-mode rollouts: the server is up (or the step failed naming its URL) before the policy loads.
+    with rollout_server(cfg, sft_model_dir, device, str(output_dir)):
+        run = _build_grpo_trainer(cfg, sft_model_dir, train_files, output_dir, device, max_steps, datasets)
+        trainer = run.trainer
+        zero3 = refuse_lora_under_zero3(trainer, "grpo", cfg.grpo.finetune, GRPOError)
+        train_started = time.perf_counter()
+        result, resume_from = train_with_resume(trainer, output_dir / "checkpoints", resume)
+        train_seconds = time.perf_counter() - train_started
 
     log_history = [{k: json_safe(v) for k, v in row.items()} for row in trainer.state.log_history]
     summary = _grpo_summary(cfg, run, result, log_history, sft_model_dir, output_dir, device, train_seconds, lineage)
