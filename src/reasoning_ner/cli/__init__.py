@@ -14,6 +14,7 @@ from .config import config_app, summary
 from .cot import cot_app
 from .data import data_app
 from .evaluate import eval_app, promote_cmd
+from .flywheel import flywheel_app
 from .k8s import deploy_cmd, k8s_app, preflight_cmd
 from .pipeline import pipeline_app
 from .serve import SERVE_CONTEXT_SETTINGS, serve_cmd
@@ -31,6 +32,7 @@ app.add_typer(cot_app, name="cot")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(train_app, name="train")
+app.add_typer(flywheel_app, name="flywheel")
 
 app.command("promote")(promote_cmd)
 app.command("serve", context_settings=SERVE_CONTEXT_SETTINGS)(serve_cmd)
