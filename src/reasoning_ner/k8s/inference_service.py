@@ -39,7 +39,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.serving import ProbeSettings, ResourceSettings, ServingSettings, ServingSettingsError, validate_storage_uri
+from ..config.serving import ServingSettings, ServingSettingsError, validate_storage_uri
+from .pod_parts import SERVING_PORT, container_security, env_list, probe, resources
 
 # ------------------------------------------------------------------------------------ constants
 
@@ -54,7 +55,6 @@ MODEL_VERSION_ANNOTATION = "reasoning-ner.io/model-version"
 ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
 S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"  # KServe's AwsIrsaAnnotationKey
-SERVING_PORT = 8080
 CONTAINER_NAME = "kserve-container"
 #: KServe labels every pod with ``component: predictor|transformer`` (constants.KServiceComponentLabel).
 COMPONENT_LABEL = "component"
@@ -77,43 +77,6 @@ def _metadata(s: ServingSettings, name: str, component: str, annotations: dict[s
     if annotations:
         meta["annotations"] = annotations
     return meta
-
-
-def _probe(p: ProbeSettings) -> dict[str, Any]:
-    out: dict[str, Any] = {"httpGet": {"path": p.path, "port": SERVING_PORT}}
-    if p.initial_delay_seconds:
-        out["initialDelaySeconds"] = p.initial_delay_seconds
-    out.update({"periodSeconds": p.period_seconds, "timeoutSeconds": p.timeout_seconds, "failureThreshold": p.failure_threshold})
-    return out
-
-
-def _resources(r: ResourceSettings, gpus: int = 0, gpu_name: str = "nvidia.com/gpu") -> dict[str, Any]:
-    requests: dict[str, Any] = {"cpu": r.cpu_request, "memory": r.memory_request}
-    limits: dict[str, Any] = {"cpu": r.cpu_limit, "memory": r.memory_limit}
-    if gpus:
-        requests[gpu_name] = gpus
-        limits[gpu_name] = gpus
-    return {"requests": requests, "limits": limits}
-
-
-def _container_security(uid: int) -> dict[str, Any]:
-    # No `privileged` key: Knative's webhook refuses the field even when false (default is false).
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _env(defaults: dict[str, str], extra: dict[str, str]) -> list[dict[str, str]]:
-    merged = dict(defaults)
-    for key in sorted(extra):
-        merged[key] = extra[key]
-    return [{"name": k, "value": v} for k, v in merged.items()]
 
 
 def predictor_args(s: ServingSettings) -> list[str]:
@@ -142,7 +105,7 @@ def predictor_env(s: ServingSettings) -> list[dict[str, str]]:
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
-    return _env(defaults, s.predictor.env)
+    return env_list(defaults, s.predictor.env)
 
 
 def transformer_args(s: ServingSettings) -> list[str]:
@@ -170,7 +133,7 @@ def transformer_env(s: ServingSettings) -> list[dict[str, Any]]:
         # A predictor that scales to zero: probing it every few seconds would keep it awake, so readiness is
         # the transformer's own (serving/health.py); Knative's activator holds requests during a cold start.
         defaults["RNER_SERVE_PROBE_UPSTREAM"] = "false"
-    env: list[dict[str, Any]] = _env(defaults, s.transformer.env)
+    env: list[dict[str, Any]] = env_list(defaults, s.transformer.env)
     if s.mode == "standard" and "RNER_SERVE_MODEL_VERSION" not in s.transformer.env:
         # The served version (V2 model_version) from the InferenceService's annotation, which KServe copies to the
         # pod template (so a new version also rolls the transformer). Knative refuses fieldRef unless the
@@ -215,11 +178,11 @@ def build_predictor(s: ServingSettings, storage_uri: str) -> dict[str, Any]:
         "storageUri": storage_uri,
         "args": predictor_args(s),
         "env": predictor_env(s),
-        "resources": _resources(p.resources, p.gpus, p.gpu_resource_name),
-        "securityContext": _container_security(p.run_as_user),
-        "startupProbe": _probe(p.startup_probe),
-        "readinessProbe": _probe(p.readiness_probe),
-        "livenessProbe": _probe(p.liveness_probe),
+        "resources": resources(p.resources, p.gpus, p.gpu_resource_name),
+        "securityContext": container_security(p.run_as_user),
+        "startupProbe": probe(p.startup_probe),
+        "readinessProbe": probe(p.readiness_probe),
+        "livenessProbe": probe(p.liveness_probe),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}],
     })
     pred: dict[str, Any] = {"serviceAccountName": s.storage.service_account_name,
@@ -261,11 +224,11 @@ def build_transformer(s: ServingSettings) -> dict[str, Any]:
         "command": ["rner"],
         "args": transformer_args(s),
         "env": transformer_env(s),
-        "resources": _resources(t.resources),
-        "securityContext": _container_security(t.run_as_user),
-        "startupProbe": _probe(t.startup_probe),
-        "readinessProbe": _probe(t.readiness_probe),
-        "livenessProbe": _probe(t.liveness_probe),
+        "resources": resources(t.resources),
+        "securityContext": container_security(t.run_as_user),
+        "startupProbe": probe(t.startup_probe),
+        "readinessProbe": probe(t.readiness_probe),
+        "livenessProbe": probe(t.liveness_probe),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     tr: dict[str, Any] = {"serviceAccountName": s.storage.service_account_name,

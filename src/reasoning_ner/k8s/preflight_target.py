@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
+from ..config.profiles import deep_merge
 from .kubeapi import read_yaml_mapping
 
 #: The pipeline's default GPU pool (run parameters gpu_node_selector / gpu_tolerations).
@@ -185,13 +186,6 @@ def target_from_values(values: Mapping[str, Any], release: str = "reasoning-ner"
         registry_uri=tests.get("registryUri") or None, dvc_remote=tests.get("dvcRemote") or None,
         storage_class=shared_pvc.get("storageClassName") or None, needs_storage_class=multi_node,
         gpu_pools=pools, skip=list(tests.get("skip") or []), origin=origin)
-
-
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-    return out
 
 
 def load_values(files: Iterable[str | os.PathLike[str]], chart: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import random
 from typing import Any
 
 from ..prompt import THINK_CLOSE, THINK_OPEN
-from .backends import InvalidRequest
+from .errors import InvalidRequest
 
 #: JSON layout of constrained answers: json.dumps's separators (the training answers' layout) and no free
 #: whitespace, so a model cannot spend its tokens on blank space.
