@@ -9,7 +9,6 @@ can be exercised with a stub API server on 127.0.0.1.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
@@ -54,16 +53,6 @@ def load_values(path: Path) -> dict[str, Any]:
 def chart_defaults() -> dict[str, Any]:
     """values.yaml as written (PyYAML keeps keys whose value is null, Helm drops them)."""
     return load_values(CHART / "values.yaml")
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 @functools.lru_cache(maxsize=256)
