@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import Config
 from .data.prepare import reference_test_path
+from .flywheel.baseline import BASELINE_FILE, baseline_from_counts, drift_counts
 from .inference import InferenceEngine, predict
 from .records import NERRecord, read_records, write_json, write_jsonl
 from .scoring import score_predictions
@@ -110,6 +111,7 @@ def run_suite(engine: InferenceEngine, cfg: Config, suite: str, data: dict[str, 
         "seconds": round(elapsed, 2),
         "sentences_per_s": round(len(gold) / elapsed, 2) if elapsed > 0 else 0.0,
         "completion_tokens_per_s": round(sum(r["completion_tokens"] for r in rows) / elapsed, 1) if elapsed > 0 else 0.0,
+        "drift_counts": drift_counts(gold, rows, cfg.prompt.style),
     }
 
 
@@ -138,6 +140,10 @@ def evaluate(
     for suite in suites:
         data = load_suite(cfg, suite, data_dir)
         report["suites"][suite] = run_suite(engine, cfg, suite, data, out_dir)
+    # What the server compares live traffic with once this model is promoted (flywheel/baseline.py).
+    report["drift_baseline"] = baseline_from_counts([s["drift_counts"] for s in report["suites"].values()],
+                                                    source={"model": model_name, "suites": suites, "created": report["created"]})
+    write_json(out_dir / BASELINE_FILE, report["drift_baseline"])
     write_report(report, out_dir)
     return report
 

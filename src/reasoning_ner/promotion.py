@@ -36,6 +36,7 @@ import fsspec
 import fsspec.implementations.local
 
 from .config import PromotionSection
+from .flywheel.baseline import BASELINE_FILE
 
 #: A model folder holds these (Hugging Face format); checked before a copy is promoted.
 MODEL_MARKERS = ("config.json",)
@@ -196,36 +197,67 @@ def make_version(model_uri: str, report: dict[str, Any]) -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{digest}"
 
 
+def _judge(value: float, parse_rate: float, report: dict[str, Any], cfg: PromotionSection,
+           champion: dict[str, Any] | None, champ_record: dict[str, Any]) -> tuple[bool, str]:
+    """(promoted, reason) under the floors and ``cfg.rule``."""
+    metric_name = f"{cfg.gate_suite}/{cfg.gate_metric}"
+    champ_value = champ_record.get("metrics", {}).get(metric_name)
+    if value < cfg.min_gate_value:
+        return False, f"{metric_name} {value:.4f} is below the floor {cfg.min_gate_value}"
+    if parse_rate < cfg.min_parse_rate:
+        return False, f"parse rate {parse_rate:.3f} is below the floor {cfg.min_parse_rate}"
+    if champion is None:
+        return True, f"no champion yet; {metric_name} {value:.4f} clears the floors"
+    if cfg.rule == "no-zero-shot-regression":
+        return _zero_shot_rule(report, cfg, champion["version"], champ_record)
+    if champ_value is None:
+        return True, f"champion {champion['version']} has no {metric_name}; candidate {value:.4f} replaces it"
+    if value >= champ_value - cfg.tolerance:
+        return True, f"{metric_name} {value:.4f} >= champion {champion['version']} {champ_value:.4f} (tolerance {cfg.tolerance})"
+    return False, f"{metric_name} {value:.4f} < champion {champion['version']} {champ_value:.4f} (tolerance {cfg.tolerance})"
+
+
+def _zero_shot_rule(report: dict[str, Any], cfg: PromotionSection, champ_version: str,
+                    champ_record: dict[str, Any]) -> tuple[bool, str]:
+    """The refresh rule: the zero-shot suite may not regress by more than ``zero_shot_tolerance``.
+
+    Harvested traffic pulls the model towards the served domains; the frozen zero-shot suite is
+    what says the paper's generalisation survived that pull.
+    """
+    name = f"zero-shot/{cfg.gate_metric}"
+    value, _ = gate_value(report, "zero-shot", cfg.gate_metric)
+    champ_value = champ_record.get("metrics", {}).get(name)
+    rule = f"zero-shot regression tolerance {cfg.zero_shot_tolerance}"
+    if champ_value is None:  # nothing to regress against: a champion gated before zero-shot was recorded
+        return False, f"champion {champ_version} has no {name} to compare with ({rule}); evaluate it on zero-shot first"
+    drop = champ_value - value
+    if drop <= cfg.zero_shot_tolerance:
+        return True, (f"{name} {value:.4f} vs champion {champ_version} {champ_value:.4f}: drop {drop:.4f} "
+                      f"within the {rule}")
+    return False, (f"{name} {value:.4f} vs champion {champ_version} {champ_value:.4f}: drop {drop:.4f} "
+                   f"exceeds the {rule}")
+
+
 def promote(report: dict[str, Any], model: str, cfg: PromotionSection, registry: Registry, version: str | None = None,
             progress: bool = False) -> Decision:
     """Gate the candidate ``model`` (its folder: local or any fsspec URI) and record the decision.
 
     On promotion the model is copied to ``models/<version>/`` in the registry first, and the champion
     pointer then names that copy (``Decision.model_uri``), which is what the deploy step serves.
+    ``cfg.rule`` picks the comparison with the champion (:func:`_judge`).
     """
     value, parse_rate = gate_value(report, cfg.gate_suite, cfg.gate_metric)
     registry.check()
     version = version or make_version(model, report)
     metric_name = f"{cfg.gate_suite}/{cfg.gate_metric}"
     champion = registry.champion()
-    champ_value = None
-    if champion is not None:
-        champ_record = registry.version(champion["version"]) or {}
-        champ_value = champ_record.get("metrics", {}).get(metric_name)
-    if value < cfg.min_gate_value:
-        promoted, reason = False, f"{metric_name} {value:.4f} is below the floor {cfg.min_gate_value}"
-    elif parse_rate < cfg.min_parse_rate:
-        promoted, reason = False, f"parse rate {parse_rate:.3f} is below the floor {cfg.min_parse_rate}"
-    elif champion is None:
-        promoted, reason = True, f"no champion yet; {metric_name} {value:.4f} clears the floors"
-    elif champ_value is None:
-        promoted, reason = True, f"champion {champion['version']} has no {metric_name}; candidate {value:.4f} replaces it"
-    elif value >= champ_value - cfg.tolerance:
-        promoted, reason = True, f"{metric_name} {value:.4f} >= champion {champion['version']} {champ_value:.4f} (tolerance {cfg.tolerance})"
-    else:
-        promoted, reason = False, f"{metric_name} {value:.4f} < champion {champion['version']} {champ_value:.4f} (tolerance {cfg.tolerance})"
+    champ_record = (registry.version(champion["version"]) or {}) if champion is not None else {}
+    champ_value = champ_record.get("metrics", {}).get(metric_name)
+    promoted, reason = _judge(value, parse_rate, report, cfg, champion, champ_record)
     # The copy comes before the record and the pointer: a failed copy leaves the champion as it was.
     model_uri = registry.publish_model(model, version, progress=progress) if promoted else None
+    if model_uri is not None and report.get("drift_baseline"):  # the server's drift baseline travels with the model
+        registry._write(report["drift_baseline"], "models", version, BASELINE_FILE)
     decision = Decision(promoted, reason, version, metric_name, value, champion["version"] if champion else None,
                         champ_value, model_uri)
     registry.record({

@@ -37,12 +37,28 @@ def base_model_path(cfg: Config, base_model: str, work: Path, data_dir: Path) ->
     from .modeling import init_tiny
 
     base = base_model or cfg.model.base_model
+    if "://" in base:  # a registry copy (the refresh pipeline starts from the champion): fetched once under ``work``
+        return fetch_model(base, work / "start-model")
     if base != "tiny":
         return base
     tiny_dir = work / "tiny-base"
     if not (tiny_dir / "config.json").is_file():
         init_tiny(tiny_dir, cfg.model.tiny, data_dir=data_dir, prompt_cfg=cfg.prompt)
     return str(tiny_dir)
+
+
+def fetch_model(uri: str, dest: Path) -> str:
+    """Copy the model folder at ``uri`` (any fsspec URI: s3://...) to ``dest``; transformers loads local folders only."""
+    import fsspec
+
+    if (dest / "config.json").is_file():
+        return str(dest)
+    fs, root = fsspec.core.url_to_fs(uri)
+    if not fs.exists(f"{root.rstrip('/')}/config.json"):
+        raise FileNotFoundError(f"{uri} is not a model folder (no config.json): the start model cannot be loaded")
+    dest.mkdir(parents=True, exist_ok=True)
+    fs.get(root.rstrip("/") + "/", str(dest), recursive=True)
+    return str(dest)
 
 
 def publish_model(exported: Path, model_dir: str | Path, lineage: dict[str, Any]) -> None:

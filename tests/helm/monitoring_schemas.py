@@ -97,7 +97,8 @@ SCHEMAS = {"PodMonitor": POD_MONITOR, "PrometheusRule": PROMETHEUS_RULE}
 
 
 def promql_problems(expr: str) -> list[str]:
-    """Cheap PromQL sanity: balanced brackets and quotes, no template leftovers."""
+    """Cheap PromQL sanity: balanced brackets and quotes, no template or printf leftovers, range
+    windows that are durations, grouping clauses that list label names."""
     problems = []
     stack: list[str] = []
     pairs = {")": "(", "]": "[", "}": "{"}
@@ -117,6 +118,16 @@ def promql_problems(expr: str) -> list[str]:
         problems.append(f"unclosed bracket or string in {expr!r}")
     if "{{" in expr or "<no value>" in expr:
         problems.append(f"template leftover in {expr!r}")
+    if "%!" in expr:  # Go's printf complaining about a verb and its argument (e.g. %d of a string)
+        problems.append(f"printf error in {expr!r}")
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label matchers' strings may hold brackets
+    for window in re.findall(r"\[([^\]]*)\]", bare):
+        if not re.fullmatch(DURATION.strip("^$") + r"|\$__rate_interval|\$__interval|\$__range", window) or not window:
+            problems.append(f"range [{window}] is not a Prometheus duration in {expr!r}")
+    for grouping in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", bare):
+        names = [n.strip() for n in grouping.split(",") if n.strip()]
+        if not all(re.fullmatch(LABEL_NAME, n) for n in names):
+            problems.append(f"bad label list ({grouping}) in {expr!r}")
     return problems
 
 

@@ -181,6 +181,16 @@ def chart_schema() -> dict[str, Any]:
                 "resources": _resources("Container resources."),
             }, "The registration Job."),
         }, "The compiled pipeline."),
+        "refresh": _obj({
+            "enabled": _bool("Register the refresh pipeline."),
+            "name": _str("Refresh pipeline name.", minLength=1, maxLength=128),
+            "description": _str("Description."),
+            "schedule": _str("Cron of the recurring run (5 fields, or 6 with seconds first); empty = none.",
+                             pattern=r"^(\S+(\s+\S+){4,5})?$"),
+            "experiment": _str("Experiment of the recurring run.", minLength=1, maxLength=128),
+            "parameters": {"type": "object", "description": "Run parameters of the recurring run."},
+            "maxConcurrency": _int("Concurrent runs of the schedule.", minimum=1, maximum=10),
+        }, "The refresh pipeline and its recurring run."),
         "serviceAccounts": _obj({
             k: _obj({"create": _bool("Create it."), "name": _str("Name; empty = default.", pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"),
                      "annotations": _labels("Annotations.")}, f"The {k} ServiceAccount.")
@@ -219,6 +229,20 @@ def chart_schema() -> dict[str, Any]:
                 "parseFailureRatio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "Parse failure share."},
                 "queueDepth": _int("Waiting requests per replica.", minimum=1),
                 "pendingFor": _str("Pending duration.", pattern=PROM_DURATION),
+                "drift": _obj({
+                    "enabled": _bool("Render the drift alerts."),
+                    "window": _str("Rate window.", pattern=PROM_DURATION),
+                    "pendingFor": _str("Pending duration.", pattern=PROM_DURATION),
+                    "parseErrorFactor": {"type": "number", "minimum": 1, "description": "Parse-error rate factor over baseline."},
+                    "parseErrorMargin": {"type": "number", "minimum": 0, "maximum": 1, "description": "Absolute parse-error margin."},
+                    "ungroundedFactor": {"type": "number", "minimum": 1, "description": "Ungrounded rate factor over baseline."},
+                    "ungroundedMargin": {"type": "number", "minimum": 0,
+                                         "description": "Absolute ungrounded margin (spans per sentence)."},
+                    "entityRateFactor": {"type": "number", "exclusiveMinimum": 1, "description": "Entity-rate factor either way."},
+                    "entityRateEpsilon": {"type": "number", "exclusiveMinimum": 0, "description": "Smoothing of entity rates."},
+                    "minLabelSentences": _int("Sentences per label and window before alerting.", minimum=1),
+                    "promptCharsShift": {"type": "number", "exclusiveMinimum": 0, "description": "Relative prompt-length shift."},
+                }, "Drift alerts against the evaluation-time baseline."),
             }, "PrometheusRule."),
         }, "Observability."),
         "tests": _obj({
@@ -239,6 +263,19 @@ def chart_schema() -> dict[str, Any]:
         }, "helm test."),
         "podSecurity": _obj({"runAsUser": _int("UID.", minimum=1), "runAsGroup": _int("GID.", minimum=1)},
                             "Security context of the chart's own pods."),
+        "flywheel": _obj({"sink": _obj({
+            "enabled": _bool("Deploy the payload sink and its Service."),
+            "image": _image("Image reference; empty = images.cpu.", allow_empty=True),
+            "logRoot": _str("Where the records go: s3://bucket/prefix.", pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$"),
+            "retentionDays": _int("Days logged partitions are kept.", minimum=1),
+            "optOutLabels": {"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1},
+                             "description": "Labels whose sentences are never written."},
+            "pairTimeoutS": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds a request waits for its response."},
+            "flushRecords": _int("Records buffered before a part is written.", minimum=1),
+            "flushSeconds": {"type": "number", "exclusiveMinimum": 0, "description": "Longest buffering time (s)."},
+            "terminationGracePeriodSeconds": _int("Shutdown grace (the last flush).", minimum=1),
+            "resources": _resources("Container resources."),
+        }, "The in-chart payload sink (rner flywheel sink).")}, "The improvement loop's capture."),
     }
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",

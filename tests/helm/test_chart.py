@@ -46,7 +46,8 @@ from .chart_tools import (
 #: Everything switched on at once (multi-user Kubeflow, multi-node, runtime pin, monitoring, external KEDA).
 EVERYTHING: dict[str, Any] = {
     "serving": {"autoscaler": "external", "scaling": {"maxReplicas": 3},
-                "transformer": {"auth": {"existingSecret": "reasoning-ner-api-keys"}}},
+                "transformer": {"auth": {"existingSecret": "reasoning-ner-api-keys"}, "logger": {"enabled": True}}},
+    "flywheel": {"sink": {"enabled": True}},
     "servingRuntime": {"enabled": True},
     "kfp": {"multiUser": True, "namespace": "kubeflow-user-example-com"},
     "multiNode": {"enabled": True, "sharedPvc": {"storageClassName": "efs-sc"}},

@@ -71,10 +71,35 @@ def test_the_shared_pvc_default_is_the_pipelines() -> None:
 
 
 def test_annotations_name_pipeline_and_version() -> None:
-    (cm,) = template_objects(TEMPLATE, {"pipeline": {"name": "rner", "versionName": "0.1.0-hotfix"}})
+    (cm,) = template_objects(TEMPLATE, {"pipeline": {"name": "rner", "versionName": "0.1.0-hotfix"}, "refresh": {"enabled": False}})
     assert cm["metadata"]["annotations"] == {"reasoning-ner.io/pipeline-name": "rner",
                                              "reasoning-ner.io/pipeline-version": "0.1.0-hotfix"}
 
 
 def test_valid() -> None:
     assert validate(template_objects(TEMPLATE)) == []
+
+
+# ------------------------------------------------------------------------------------ the refresh pipeline
+
+
+def test_refresh_chart_copy_equals_the_committed_compiled_refresh_pipeline() -> None:
+    from pipelines.refresh_pipeline import CHART_COPY, COMPILED as REFRESH
+
+    assert CHART_COPY.read_bytes() == REFRESH.read_bytes(), "charts/reasoning-ner/files/refresh-pipeline.yaml is stale: " \
+        "run `rner pipeline compile --variant refresh`"
+
+
+def test_configmap_holds_the_refresh_pipeline_rewritten_and_named_by_content() -> None:
+    from pipelines.refresh_pipeline import COMPILED as REFRESH, REFRESH_NAME
+
+    (cm,) = template_objects(TEMPLATE, {"images": {"tag": "sha-0123456789ab"}})
+    expected = rewrite_references(REFRESH.read_text(), tag="sha-0123456789ab")
+    assert cm["data"]["refresh-pipeline.yaml"] == expected.rstrip("\n")
+    assert list(yaml.safe_load_all(expected))[0]["pipelineInfo"]["name"] == REFRESH_NAME
+    ann = cm["metadata"]["annotations"]
+    assert ann["reasoning-ner.io/refresh-pipeline-version"] == content_version(expected)
+    assert ann["reasoning-ner.io/refresh-pipeline-name"] == REFRESH_NAME
+    assert len(cm.get("binaryData", {})) == 0 and sum(len(v.encode()) for v in cm["data"].values()) < 900_000
+    (off,) = template_objects(TEMPLATE, {"refresh": {"enabled": False}})
+    assert set(off["data"]) == {"pipeline.yaml"} and "reasoning-ner.io/refresh-pipeline-name" not in off["metadata"]["annotations"]

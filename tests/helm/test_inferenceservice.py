@@ -67,6 +67,10 @@ VARIATIONS: dict[str, dict[str, Any]] = {
     "api-keys": {"transformer": {"auth": {"existingSecret": "ner-api-keys", "secretKey": "keys.txt"},
                                  "env": {"ZZ_EXTRA": "1"}}},
     "api-keys-knative": {"mode": "knative", "autoscaler": None, "transformer": {"auth": {"existingSecret": "ner-api-keys"}}},
+    "logger-external-sink": {"transformer": {"logger": {"enabled": True, "mode": "request",
+                                                        "url": "http://collector.obs.svc.cluster.local/ner"}}},
+    "logger-blob-storage": {"transformer": {"logger": {"enabled": True, "url": "s3://ner-traffic", "storagePath": "/logs"}},
+                            "storage": {"serviceAccountName": "sa-x"}},
 }
 
 
@@ -224,6 +228,8 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"mode": "knative", "knative": {"timeoutSeconds": 60}}, "knative.timeout_seconds 60 is shorter than"),
     ({"mode": "knative", "knative": {"progressDeadline": "5m"}}, "must exceed the predictor's startup probe budget"),
     ({"storage": {"s3SecretName": None}}, "storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn"),
+    ({"transformer": {"enabled": False, "logger": {"enabled": True, "url": "s3://ner-traffic"}}},
+     "transformer.logger needs transformer.enabled"),
     ({"predictor": {"resources": {"cpuRequest": "3"}}}, "cpu_request 3 exceeds cpu_limit 2"),
     ({"transformer": {"resources": {"memoryRequest": "2Gi"}}}, "memory_request 2Gi exceeds memory_limit 1Gi"),
     ({"transformer": {"enabled": False, "auth": {"existingSecret": "ner-api-keys"}}}, "transformer.auth needs transformer.enabled"),

@@ -149,7 +149,8 @@ class FakeKFP:
         return 404, {"error": f"no route {method} {p}"}
 
 
-def run_script(server_url: str, tmp_path: Path, namespace: str = "", wait: str = "5") -> tuple[int, dict[str, Any]]:
+def run_script(server_url: str, tmp_path: Path, namespace: str = "", wait: str = "5",
+               extra_env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     token = tmp_path / "token"
     token.write_text("projected-sa-token\n")
     pipeline = tmp_path / "pipeline.yaml"
@@ -157,7 +158,7 @@ def run_script(server_url: str, tmp_path: Path, namespace: str = "", wait: str =
     env = {"PATH": os.environ.get("PATH", ""), "KFP_HOST": server_url, "KFP_TOKEN_PATH": str(token),
            "KFP_NAMESPACE": namespace, "PIPELINE_FILE": str(pipeline), "PIPELINE_NAME": "reasoning-ner",
            "PIPELINE_DESCRIPTION": "ReasoningNER", "PIPELINE_VERSION": "0.1.0", "WAIT_SECONDS": wait,
-           "QUIT_ISTIO_SIDECAR": "0", "RETRY_DELAY_SECONDS": "0.05"}
+           "QUIT_ISTIO_SIDECAR": "0", "RETRY_DELAY_SECONDS": "0.05", **(extra_env or {})}
     proc = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -207,3 +208,98 @@ def test_forbidden_fails_with_the_reason(stub_server, tmp_path: Path) -> None:
 def test_unreachable_api_fails_after_the_wait(tmp_path: Path) -> None:
     rc, out = run_script("http://127.0.0.1:9", tmp_path, wait="0")
     assert rc == 1 and "failed" in out["error"]
+
+
+# ------------------------------------------------------------------------------------ the refresh pipeline
+
+
+def test_refresh_environment_follows_the_values() -> None:
+    from pipelines.refresh_pipeline import COMPILED as REFRESH
+
+    env = env_of(job())
+    assert env["REFRESH_PIPELINE_FILE"] == "/pipeline/refresh-pipeline.yaml"
+    assert env["REFRESH_PIPELINE_NAME"] == "reasoning-ner-refresh"
+    assert env["REFRESH_PIPELINE_VERSION"] == content_version(REFRESH.read_text())
+    assert env["REFRESH_SCHEDULE"] == "" and json.loads(env["REFRESH_PARAMETERS"]) == {}
+    assert env["REFRESH_SERVICE_ACCOUNT"] == "reasoning-ner-pipeline-runner"
+    scheduled = env_of(job({"refresh": {"schedule": "0 3 * * 1", "parameters": {"lookback_days": 7, "teacher_url": "http://t/v1"}}}))
+    assert scheduled["REFRESH_SCHEDULE"] == "0 3 * * 1"
+    assert json.loads(scheduled["REFRESH_PARAMETERS"]) == {"lookback_days": 7, "teacher_url": "http://t/v1"}
+    assert not [k for k in env_of(job({"refresh": {"enabled": False}})) if k.startswith("REFRESH_")]
+
+
+def test_a_schedule_that_is_not_cron_is_refused_by_the_schema() -> None:
+    with pytest.raises(Exception, match="schedule"):
+        job({"refresh": {"schedule": "weekly"}})
+
+
+class FakeKFPWithSchedules(FakeKFP):
+    """FakeKFP plus experiments and recurring runs (v2beta1 field names, as kfp_server_api maps them)."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self.experiments: dict[str, str] = {}
+        self.recurring: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = urlsplit(path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/apis/v2beta1/experiments":
+            if method == "POST":
+                name = json.loads(body)["display_name"]
+                self.experiments[name] = f"eid-{name}"
+                return 200, {"experiment_id": f"eid-{name}", "display_name": name}
+            wanted = json.loads(query["filter"])["predicates"][0]["string_value"]
+            found = [{"experiment_id": i, "display_name": n} for n, i in self.experiments.items() if n == wanted]
+            return 200, {"experiments": found} if found else {}
+        if url.path == "/apis/v2beta1/recurringruns":
+            if method == "POST":
+                run = {**json.loads(body), "recurring_run_id": f"rr-{len(self.recurring) + 1}"}
+                self.recurring[run["recurring_run_id"]] = run
+                return 200, run
+            runs = [r for r in self.recurring.values() if r["experiment_id"] == query["experiment_id"]]
+            return 200, {"recurringRuns": runs} if runs else {}
+        if url.path.startswith("/apis/v2beta1/recurringruns/") and method == "DELETE":
+            self.recurring.pop(url.path.rsplit("/", 1)[1])
+            return 200, {}
+        return super().__call__(method, path, headers, body)
+
+
+def run_with_refresh(server_url: str, tmp_path: Path, schedule: str, version: str = "0.1.0-r1") -> tuple[int, dict[str, Any]]:
+    refresh = tmp_path / "refresh-pipeline.yaml"
+    refresh.write_text("# PIPELINE DEFINITION\npipelineInfo:\n  name: reasoning-ner-refresh\n")
+    extra = {"REFRESH_PIPELINE_FILE": str(refresh), "REFRESH_PIPELINE_NAME": "reasoning-ner-refresh",
+             "REFRESH_PIPELINE_VERSION": version, "REFRESH_SCHEDULE": schedule, "REFRESH_EXPERIMENT": "refresh",
+             "REFRESH_PARAMETERS": json.dumps({"lookback_days": 7}), "REFRESH_MAX_CONCURRENCY": "1",
+             "REFRESH_SERVICE_ACCOUNT": "reasoning-ner-pipeline-runner"}
+    return run_script(server_url, tmp_path, extra_env=extra)
+
+
+def test_the_refresh_pipeline_and_its_recurring_run_are_registered(stub_server, tmp_path: Path) -> None:
+    kfp = FakeKFPWithSchedules()
+    rc, out = run_with_refresh(stub_server(kfp).url, tmp_path, "0 3 * * 1")
+    assert rc == 0, out
+    assert kfp.pipelines["reasoning-ner-refresh"]["versions"] == ["0.1.0-r1"]
+    (run,) = kfp.recurring.values()
+    assert run["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * 1"}}  # KFP's cron has seconds first
+    assert run["pipeline_version_reference"] == {"pipeline_id": "pid-reasoning-ner-refresh",
+                                                 "pipeline_version_id": "v-0.1.0-r1"}
+    assert run["runtime_config"] == {"parameters": {"lookback_days": 7}} and run["no_catchup"] is True
+    assert run["service_account"] == "reasoning-ner-pipeline-runner" and run["experiment_id"] == "eid-refresh"
+    assert out["refresh"]["recurring_run"]["status"] == "scheduled"
+
+    # An unchanged upgrade keeps it; a new version or cron replaces it (never two); no schedule removes it.
+    rc, out = run_with_refresh(stub_server(kfp).url, tmp_path, "0 3 * * 1")
+    assert out["refresh"]["recurring_run"]["status"] == "exists" and list(kfp.recurring) == ["rr-1"]
+    rc, out = run_with_refresh(stub_server(kfp).url, tmp_path, "0 4 * * 1", version="0.1.0-r2")
+    (run,) = kfp.recurring.values()
+    assert run["trigger"]["cron_schedule"]["cron"] == "0 0 4 * * 1" and run["display_name"].endswith("0.1.0-r2")
+    rc, out = run_with_refresh(stub_server(kfp).url, tmp_path, "")
+    assert rc == 0 and kfp.recurring == {} and out["refresh"]["recurring_run"] == {"status": "none", "deleted": 1}
+
+
+def test_a_bad_schedule_fails_the_job_with_the_value(stub_server, tmp_path: Path) -> None:
+    rc, out = run_with_refresh(stub_server(FakeKFPWithSchedules()).url, tmp_path, "every monday")
+    assert rc == 1 and "refresh.schedule 'every monday'" in out["error"]

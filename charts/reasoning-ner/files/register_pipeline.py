@@ -15,6 +15,17 @@ new image build is a new version and an unchanged one is left alone. Steps:
    PIPELINE_VERSION already there means nothing to do (idempotent upgrades and re-runs);
 4. otherwise upload the version (POST /apis/v2beta1/pipelines/upload_version?pipelineid=...).
 
+The refresh pipeline (REFRESH_PIPELINE_FILE / _NAME / _VERSION, chart value refresh.enabled) is
+registered the same way, and REFRESH_SCHEDULE (refresh.schedule, cron) keeps exactly one recurring run
+of its current version in experiment REFRESH_EXPERIMENT:
+
+5. find or create the experiment (GET /apis/v2beta1/experiments?filter=..., POST /apis/v2beta1/experiments);
+6. list its recurring runs (GET /apis/v2beta1/recurringruns?experiment_id=...): the chart's own (display
+   name starting with REFRESH_PIPELINE_NAME) of this version and cron are left alone; others are deleted
+   (DELETE /apis/v2beta1/recurringruns/{id}: KFP cannot repoint one) and a new one is created
+   (POST /apis/v2beta1/recurringruns, cron_schedule, no_catchup, REFRESH_PARAMETERS as the run's
+   parameters, the runner ServiceAccount). An empty REFRESH_SCHEDULE deletes the chart's recurring runs.
+
 Authentication: the projected ServiceAccount token at KFP_TOKEN_PATH (audience
 pipelines.kubeflow.org) as a Bearer token; multi-user Kubeflow authorizes it in KFP_NAMESPACE,
 standalone KFP ignores it. Prints one JSON line with the outcome; exits 1 on failure.
@@ -116,17 +127,74 @@ def find_version(client: Client, pipeline_id: str, version: str) -> dict | None:
 
 def register(env: dict[str, str]) -> dict:
     host = env.get("KFP_HOST", "http://ml-pipeline.kubeflow.svc.cluster.local:8888")
-    name = env["PIPELINE_NAME"]
-    version = env["PIPELINE_VERSION"]
-    namespace = env.get("KFP_NAMESPACE", "")
-    description = env.get("PIPELINE_DESCRIPTION", "")
-    path = env.get("PIPELINE_FILE", "/pipeline/pipeline.yaml")
-    with open(path, "rb") as fh:
-        content = fh.read()
     client = Client(host, read_token(env.get("KFP_TOKEN_PATH", "")), float(env.get("WAIT_SECONDS", "300")),
                     first_delay=float(env.get("RETRY_DELAY_SECONDS", "2")))
-
     client.request("GET", f"{API}/healthz")
+    namespace = env.get("KFP_NAMESPACE", "")
+    result = register_version(client, env["PIPELINE_NAME"], env["PIPELINE_VERSION"], namespace,
+                              env.get("PIPELINE_DESCRIPTION", ""), env.get("PIPELINE_FILE", "/pipeline/pipeline.yaml"))
+    if env.get("REFRESH_PIPELINE_FILE"):
+        refresh = register_version(client, env["REFRESH_PIPELINE_NAME"], env["REFRESH_PIPELINE_VERSION"], namespace,
+                                   env.get("REFRESH_PIPELINE_DESCRIPTION", ""), env["REFRESH_PIPELINE_FILE"])
+        refresh["recurring_run"] = schedule_refresh(client, env, refresh, namespace)
+        result["refresh"] = refresh
+    return result
+
+
+def normalize_cron(expr: str) -> str:
+    """KFP schedules with 6-field cron (seconds first); a 5-field expression gets 0 seconds (as `rner pipeline submit`)."""
+    fields = expr.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ValueError(f"refresh.schedule {expr!r} must have 5 fields (min hour dom month dow) or 6 (seconds first)")
+    return " ".join(fields)
+
+
+def _experiment(client: Client, name: str, namespace: str) -> str:
+    flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]})
+    found = (client.request("GET", f"{API}/experiments", {"filter": flt, "namespace": namespace, "page_size": "1"})
+             or {}).get("experiments") or []
+    if found:
+        return found[0]["experiment_id"]
+    body = {"display_name": name, **({"namespace": namespace} if namespace else {})}
+    return (client.request("POST", f"{API}/experiments", body=json.dumps(body).encode(),
+                           content_type="application/json") or {})["experiment_id"]
+
+
+def schedule_refresh(client: Client, env: dict[str, str], refresh: dict, namespace: str) -> dict:
+    """Keep one recurring run of the refresh pipeline's registered version on REFRESH_SCHEDULE (none when empty)."""
+    cron = normalize_cron(env["REFRESH_SCHEDULE"]) if env.get("REFRESH_SCHEDULE", "").strip() else ""
+    prefix = env["REFRESH_PIPELINE_NAME"]
+    experiment_id = _experiment(client, env.get("REFRESH_EXPERIMENT") or prefix, namespace)
+    runs = (client.request("GET", f"{API}/recurringruns", {"experiment_id": experiment_id, "namespace": namespace,
+                                                           "page_size": "100"}) or {}).get("recurringRuns") or []
+    ours = [r for r in runs if str(r.get("display_name", "")).startswith(prefix)]
+    version_id = refresh["pipeline_version_id"]
+    keep = [r for r in ours if cron and (r.get("trigger") or {}).get("cron_schedule", {}).get("cron") == cron
+            and (r.get("pipeline_version_reference") or {}).get("pipeline_version_id") == version_id]
+    for stale in [r for r in ours if r not in keep[:1]]:
+        client.request("DELETE", f"{API}/recurringruns/{stale['recurring_run_id']}")
+    if not cron:
+        return {"status": "none", "deleted": len(ours)}
+    if keep:
+        return {"status": "exists", "recurring_run_id": keep[0]["recurring_run_id"], "cron": cron}
+    body = {"display_name": f"{prefix} {refresh['version']}", "description": env.get("REFRESH_PIPELINE_DESCRIPTION", ""),
+            "pipeline_version_reference": {"pipeline_id": refresh["pipeline_id"], "pipeline_version_id": version_id},
+            "runtime_config": {"parameters": json.loads(env.get("REFRESH_PARAMETERS") or "{}")},
+            "service_account": env.get("REFRESH_SERVICE_ACCOUNT", ""), "experiment_id": experiment_id,
+            "max_concurrency": env.get("REFRESH_MAX_CONCURRENCY", "1"), "no_catchup": True, "mode": "ENABLE",
+            "trigger": {"cron_schedule": {"cron": cron}}}
+    created = client.request("POST", f"{API}/recurringruns", body=json.dumps(body).encode(),
+                             content_type="application/json") or {}
+    return {"status": "scheduled", "recurring_run_id": created.get("recurring_run_id"), "cron": cron,
+            "replaced": len(ours)}
+
+
+def register_version(client: Client, name: str, version: str, namespace: str, description: str, path: str) -> dict:
+    """Create the pipeline ``name`` when absent and upload ``path`` as ``version`` unless it is there already."""
+    with open(path, "rb") as fh:
+        content = fh.read()
     pipeline = client.request("GET", f"{API}/pipelines/names/{urllib.parse.quote(name, safe='')}",
                               {"namespace": namespace}, ok404=True)
     created = False

@@ -57,6 +57,13 @@ the chart's own consistency checks. All problems are reported at once.
 {{- if and (index ($t.auth | default dict) "existingSecret") (not $t.enabled) -}}
 {{- $problems = append $problems "transformer.auth needs transformer.enabled: the API keys are checked by the NER service; the predictor (KServe's runtime) has no authentication of its own" -}}
 {{- end -}}
+{{- $logger := $t.logger | default dict -}}
+{{- if and (index $logger "enabled") (not $t.enabled) -}}
+{{- $problems = append $problems "transformer.logger needs transformer.enabled: the logger belongs on the NER service, which sees sentences, labels and entities (the predictor only rendered prompts)" -}}
+{{- end -}}
+{{- if and (index $logger "enabled") (not (include "rner.loggerUrl" .)) -}}
+{{- $problems = append $problems "serving.transformer.logger.enabled needs a destination: set flywheel.sink.enabled (the in-chart sink), or serving.transformer.logger.url to your sink's http(s):// URL or s3://bucket (KServe's blob-storage logger)" -}}
+{{- end -}}
 {{- if and $knative $t.enabled (lt ($s.knative.timeoutSeconds | int) ($t.requestTimeoutS | int)) -}}
 {{- $problems = append $problems (printf "knative.timeout_seconds %d is shorter than transformer.request_timeout_s %d: Knative would cut requests the service still waits for" ($s.knative.timeoutSeconds | int) ($t.requestTimeoutS | int)) -}}
 {{- end -}}

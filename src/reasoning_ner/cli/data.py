@@ -158,3 +158,59 @@ def data_import_ner_cot(
     reasons = ", ".join(f"{k} {v}" for k, v in stats["rejections_by_reason"].items()) or "none"
     stdout.print(f"{stats['accepted']} accepted, {stats['rejected']} rejected (rejections: {reasons}); "
                  f"dropped as evaluation sentences: {sum(stats['dropped_eval_overlap'].values())} -> {out_dir}")
+
+
+@data_app.command("harvest")
+def data_harvest(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="New output folder: accepted.jsonl, rejected.jsonl, stats.json, heldout.jsonl, "
+                                      "lineage.json, harvest.json, validation/.")],
+    since: Annotated[Optional[str], typer.Option(help="First day of the window, YYYY-MM-DD (default: "
+                                                 "flywheel.harvest_window_days before --until).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Last day of the window, YYYY-MM-DD, included (default: today, UTC).")] = None,
+    log_root: Annotated[Optional[str], typer.Option(help="Where the sink wrote the logs (default: flywheel.log_root).")] = None,
+    teacher_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL of the teacher (required: "
+                                                       "the offline teacher cannot label traffic).")] = None,
+    teacher_model: Annotated[Optional[str], typer.Option(help="Model name sent to the teacher.")] = None,
+    judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL of the judge; unset = no judge.")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="Most sentences sent to the teacher (default: flywheel.harvest_budget).")] = None,
+    dvc: Annotated[bool, typer.Option("--dvc/--no-dvc", help="`dvc add` the output as a new dataset version, and "
+                                      "`dvc push` it when the DVC repository has a default remote.")] = False,
+) -> None:
+    """Logged traffic of a date window -> deduplicated, evaluation sentences dropped, sampled (uncertain first, then
+    label-balanced), re-annotated by the teacher (+ judge), validated by the gate; exit 1 when the gate fails.
+
+    docs/flywheel.md ("Curate") describes each step. API keys come from the environment (cot.teacher_api_key_env).
+    """
+    from ..flywheel.harvest import EmptyWindowError, GateFailedError, HarvestError, harvest, window
+    from ..flywheel.harvest_dvc import DvcError, track
+    from ..records import RecordError
+
+    extra = [f"flywheel.log_root={log_root}"] if log_root else []
+    extra += ["cot.teacher=openai", f"cot.teacher_url={teacher_url}"] if teacher_url else []
+    for key, value in (("cot.teacher_model", teacher_model), ("cot.judge_url", judge_url), ("flywheel.harvest_budget", budget)):
+        if value is not None:
+            extra.append(f"{key}={value}")
+    cfg = get_config(ctx, extra)
+    try:
+        first, last = window(cfg, since, until)
+        summary = harvest(cfg, since=first, until=last, out_dir=out, progress=sys.stderr.isatty())
+    except EmptyWindowError as exc:
+        raise fail(str(exc), code=3) from exc
+    except GateFailedError as exc:
+        raise fail(str(exc), code=1) from exc
+    except (HarvestError, RecordError, FileNotFoundError, ValueError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    skipped = ", ".join(f"{k} {v}" for k, v in summary["skipped"].items()) or "none"
+    stdout.print(f"{first}..{last}: {summary['records']} logged records in {summary['part_files']} part(s) (skipped: {skipped}), "
+                 f"{summary['distinct_sentences']} distinct, {summary['dropped_eval_sentences']} dropped as evaluation "
+                 f"sentences, {summary['selected']} sent to the teacher ({summary['selected_uncertain']} uncertain): "
+                 f"{summary['accepted']} accepted for training, {summary['heldout']} held out, {summary['rejected']} rejected "
+                 f"-> {out}")
+    if dvc:
+        try:
+            tracked = track(out)
+        except DvcError as exc:
+            raise fail(str(exc)) from exc
+        pushed = f", pushed to remote {tracked['pushed_to']}" if tracked["pushed_to"] else " (no default remote: not pushed)"
+        stdout.print(f"DVC: {tracked['dvc_file']} (md5 {tracked['md5']}){pushed}; commit the .dvc file to git")

@@ -7,6 +7,7 @@ the library itself never imports kfp, so these commands import them lazily.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,14 +18,26 @@ from .common import fail, stdout
 pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile, run locally, submit.", no_args_is_help=True)
 
 
+class Variant(str, Enum):
+    main = "main"
+    refresh = "refresh"
+
+
+VARIANT_HELP = "main: the whole pipeline; refresh: retrain the champion on harvested traffic (docs/flywheel.md)."
+
+
 @pipeline_app.command("compile")
 def pipeline_compile(
-    out: Annotated[Optional[Path], typer.Option(help="Output YAML (default: pipelines/reasoning_ner_pipeline.yaml).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output YAML (default: the variant's committed file in pipelines/).")] = None,
+    variant: Annotated[Variant, typer.Option(help=VARIANT_HELP)] = Variant.main,
 ) -> None:
-    """Compile the cluster pipeline to YAML (the committed file, next to its source)."""
-    from pipelines.reasoning_ner_pipeline import COMPILED, compile_pipeline
+    """Compile the cluster pipeline to YAML (the committed file, next to its source, and the chart's copy)."""
+    if variant is Variant.refresh:
+        from pipelines.refresh_pipeline import COMPILED, compile_refresh as compile_variant
+    else:
+        from pipelines.reasoning_ner_pipeline import COMPILED, compile_pipeline as compile_variant
 
-    path = compile_pipeline(out or COMPILED)
+    path = compile_variant(out or COMPILED)
     stdout.print(f"compiled {path}")
 
 
@@ -35,11 +48,16 @@ def pipeline_run_local(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable).")
     ] = None,
+    variant: Annotated[Variant, typer.Option(help=VARIANT_HELP + " The refresh needs a champion in the registry and a "
+                                             "teacher_url.")] = Variant.main,
 ) -> None:
     """Run the whole pipeline locally with kfp.local (profile tiny-cpu by default): the main job."""
     import yaml
 
-    from pipelines.local import run_local
+    if variant is Variant.refresh:
+        from pipelines.refresh_local import run_refresh_local as run_local
+    else:
+        from pipelines.local import run_local
 
     opts = ctx.find_root().obj or {}
     params = {}
@@ -52,7 +70,8 @@ def pipeline_run_local(
     stdout.print_json(json.dumps(summary))
     # soft_wrap: long paths stay on one line, so they can be copied.
     stdout.print(f"decision: [bold]{summary['decision']}[/] after {summary['seconds']} s", soft_wrap=True)
-    stdout.print(f"evaluation report (HTML): {summary['report']}", soft_wrap=True)
+    if summary["report"]:  # a refresh that ended early (empty window) has none
+        stdout.print(f"evaluation report (HTML): {summary['report']}", soft_wrap=True)
     if summary["champion"]:
         stdout.print(f"champion model: {summary['champion']['model_uri']}", soft_wrap=True)
         stdout.print(f"serve it: rner serve --model {summary['champion']['model_uri']}", soft_wrap=True)

@@ -311,6 +311,12 @@ class PromotionSection(_Section):
     min_gate_value: float = Field(0.0, ge=0, le=1, description="Absolute floor for the gate metric.")
     min_parse_rate: float = Field(0.0, ge=0, le=1, description="Floor for the suite's mean parse rate.")
     tolerance: float = Field(0.0, ge=0, description="Promote when candidate >= champion - tolerance.")
+    rule: Literal["beat-champion", "no-zero-shot-regression"] = Field(
+        "beat-champion", description="beat-champion: the gate suite against the champion (the main pipeline); "
+        "no-zero-shot-regression: the zero-shot suite may not fall more than zero_shot_tolerance below the champion's "
+        "(the refresh pipeline, docs/flywheel.md).")
+    zero_shot_tolerance: float = Field(0.01, ge=0, le=1, description="Largest zero-shot drop (gate metric, absolute) the "
+                                       "no-zero-shot-regression rule accepts against the champion.")
 
 
 class DeploySection(_Section):
@@ -337,6 +343,23 @@ class FlywheelSection(_Section):
                                   "written without predictions.")
     flush_records: int = Field(500, ge=1, description="Records buffered before a JSONL part is written.")
     flush_seconds: float = Field(60.0, gt=0, description="Longest time records stay buffered.")
+    harvest_window_days: int = Field(7, ge=1, description="`rner data harvest` without --since: the window is the last this "
+                                     "many days up to --until (default today, UTC).")
+    harvest_budget: int = Field(2000, ge=1, description="Most logged sentences sent to the teacher per harvest.")
+    harvest_uncertain_share: float = Field(0.5, ge=0, le=1, description="Share of the budget filled first with uncertain "
+                                           "sentences (parse error, ungrounded span, low agreement); the rest is label-balanced.")
+    harvest_min_agreement: float = Field(0.5, ge=0, le=1, description="Two logged samples of one sentence whose entity F1 is "
+                                         "below this make it uncertain (sentences logged once carry no agreement signal).")
+    harvest_heldout_fraction: float = Field(0.1, ge=0, lt=1, description="Seeded share of the teacher-labelled sentences kept "
+                                            "out of training as heldout.jsonl (canonical NER records for evaluation).")
+    harvest_seed: int = Field(17, description="Seed of the harvest's sampling and held-out split.")
+
+
+class RefreshSection(_Section):
+    """The refresh pipeline: retrain the champion on harvested traffic mixed with the original data (docs/flywheel.md)."""
+
+    mix_ratio: float = Field(1.0, gt=0, description="Harvested : original records in the refresh SFT data (1.0 = one "
+                             "original record per harvested one, 0.5 = two); the original records are a seeded sample.")
 
 
 class ServeSection(_Section):
@@ -374,6 +397,9 @@ class ServeSection(_Section):
     probe_successes: int = Field(2, ge=1)
     body_timeout_s: float = Field(30.0, gt=0)
     max_json_depth: int = Field(64, ge=2)
+    drift_max_labels: int = Field(100, ge=1, description="Drift metrics: most distinct label values with a series; "
+                                  "later labels count under __other__ (docs/flywheel.md)")
+    drift_baseline: str | None = Field(None, description="drift_baseline.json path/URI; None = the model folder's (in process)")
     api_keys_file: str | None = Field(None, description="API keys, one per line (a mounted Secret); None = no authentication")
 
 
@@ -391,6 +417,7 @@ class Config(_Section):
     deploy: DeploySection = Field(default_factory=DeploySection)
     serve: ServeSection = Field(default_factory=ServeSection)
     flywheel: FlywheelSection = Field(default_factory=FlywheelSection)
+    refresh: RefreshSection = Field(default_factory=RefreshSection)
 
     @model_validator(mode="after")
     def _no_zero_shot_rl(self) -> Config:

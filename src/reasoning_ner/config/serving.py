@@ -22,6 +22,8 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # KServe's IsvcNameFmt
 QUANTITY_RE = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 GO_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 STORAGE_URI_RE = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?)$")
+#: Where KServe's logger may post: an HTTP receiver (our payload sink) or a bucket (the blob-storage logger).
+LOGGER_URL_RE = re.compile(r"^(https?://[^\s/]+(/[^\s]*)?|s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/?)$")
 BLOCKED_ENV = {"PYTHONPATH"}  # KServe's admission webhook (pkg/validation/env_policy.go)
 
 
@@ -135,6 +137,19 @@ class TransformerAuthSettings(_Values):
                             description="The key of existing_secret holding the API keys (several lines = several valid keys).")
 
 
+class TransformerLoggerSettings(_Values):
+    """KServe's payload logger on the transformer (docs/flywheel.md): off = the users' sentences never leave the pod."""
+
+    enabled: bool = Field(False, description="Log what the NER service receives (and returns, mode all) as CloudEvents.")
+    mode: Literal["all", "request"] = Field("all", description="all: requests and responses (the served entities are kept); "
+                                            "request: sentences only.")
+    url: str | None = Field(None, pattern=LOGGER_URL_RE.pattern,
+                            description="http(s):// of the payload sink (`rner flywheel sink`), or s3://bucket for KServe's "
+                            "blob-storage logger. None = the chart's in-chart sink (flywheel.sink.enabled).")
+    storage_path: str = Field("/traffic", pattern=r"^/", description="s3:// url only: the blob-storage logger's prefix in the "
+                              "bucket; credentials from the serving ServiceAccount (storage.service_account_name).")
+
+
 class TransformerSettings(_Values):
     """Our NER service (``rner serve --backend remote``): prompt, parsing and grounding in front of the LLM."""
 
@@ -160,6 +175,7 @@ class TransformerSettings(_Values):
         path="/v2/health/live", period_seconds=20, timeout_seconds=5, failure_threshold=3))
     run_as_user: int = Field(1000, ge=1)
     auth: TransformerAuthSettings = Field(default_factory=TransformerAuthSettings)
+    logger: TransformerLoggerSettings = Field(default_factory=TransformerLoggerSettings)
 
 
 class ScalingSettings(_Values):
@@ -355,6 +371,13 @@ def settings_problems(s: ServingSettings) -> list[str]:
     if s.transformer.auth.existing_secret and not s.transformer.enabled:
         out.append("transformer.auth needs transformer.enabled: the API keys are checked by the NER service; "
                    "the predictor (KServe's runtime) has no authentication of its own")
+    lg = s.transformer.logger
+    if lg.enabled and not s.transformer.enabled:
+        out.append("transformer.logger needs transformer.enabled: the logger belongs on the NER service, which sees "
+                   "sentences, labels and entities (the predictor only rendered prompts)")
+    if lg.enabled and not lg.url:
+        out.append("transformer.logger.enabled needs transformer.logger.url: the payload sink's http://... (the chart's "
+                   "flywheel.sink fills it in) or s3://bucket for KServe's blob-storage logger")
     if knative and s.transformer.enabled and s.knative.timeout_seconds < s.transformer.request_timeout_s:
         out.append(f"knative.timeout_seconds {s.knative.timeout_seconds} is shorter than transformer.request_timeout_s "
                    f"{s.transformer.request_timeout_s}: Knative would cut requests the service still waits for")

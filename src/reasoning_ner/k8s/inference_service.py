@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.serving import ServingSettings, ServingSettingsError, validate_storage_uri
-from .pod_parts import SERVING_PORT, container_security, env_list, probe, resources
+from .pod_parts import SERVING_PORT, container_security, env_list, probe, resources, transformer_logger
 
 # ------------------------------------------------------------------------------------ constants
 
@@ -240,6 +240,8 @@ def build_transformer(s: ServingSettings) -> dict[str, Any]:
             tr["autoScaling"] = {"metrics": [{"type": "Resource", "resource": {
                 "name": "cpu", "target": {"type": "Utilization", "averageUtilization": t.cpu_target_utilization}}}]}
     tr.update(_pod_extras(s, 30))
+    if (logger := transformer_logger(s)) is not None:
+        tr["logger"] = logger
     tr["containers"] = [container]
     tr["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     auth = t.auth

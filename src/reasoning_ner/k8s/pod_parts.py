@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.serving import ProbeSettings, ResourceSettings
+from ..config.serving import ProbeSettings, ResourceSettings, ServingSettings
 
 SERVING_PORT = 8080
+#: Suffix of the chart's payload sink (Deployment, Service) after the InferenceService name.
+FLYWHEEL_SINK_SUFFIX = "-flywheel-sink"
 
 
 def probe(p: ProbeSettings) -> dict[str, Any]:
@@ -44,3 +46,21 @@ def env_list(defaults: dict[str, str], extra: dict[str, str]) -> list[dict[str, 
     for key in sorted(extra):
         merged[key] = extra[key]
     return [{"name": k, "value": v} for k, v in merged.items()]
+
+
+def flywheel_sink_url(name: str, namespace: str) -> str:
+    """The chart's in-chart payload sink as KServe's logger reaches it (its Service, port 80)."""
+    return f"http://{name}{FLYWHEEL_SINK_SUFFIX}.{namespace}.svc.cluster.local"
+
+
+def transformer_logger(s: ServingSettings) -> dict[str, Any] | None:
+    """``spec.transformer.logger``, or None when logging is off (then nothing is rendered at all)."""
+    lg = s.transformer.logger
+    if not lg.enabled:
+        return None
+    out: dict[str, Any] = {"mode": lg.mode, "url": lg.url}
+    if lg.url and lg.url.startswith("s3://"):
+        # KServe's blob-storage logger: JSON objects under the path, keys from the ServiceAccount's S3 Secret.
+        out["storage"] = {"path": lg.storage_path, "parameters": {"type": "s3", "format": "json"},
+                          "serviceAccountName": s.storage.service_account_name}
+    return out

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from ..prompt import render_prompt
 from .backends import INSTANCES, Backend, BackendTimeout, InvalidRequest, ServingError, TransformersBackend
 from .budget import build_prediction, effective_budget, generate_ner
+from .drift import DriftRecorder, baseline_location, export_baseline
 from .health import Readiness, warm_up
 from .oip import resolve_version
 from .schemas import Prediction, ServeSettings, request_models, validation_problems
@@ -51,11 +52,14 @@ class NERModel(kserve.Model):
         self.created = time.time()
         self.version = resolve_version(settings, getattr(backend, "model_dir", None))
         self.readiness = Readiness(backend, settings)
+        self.drift = DriftRecorder(settings.drift_max_labels)
 
     def load(self) -> bool:
         self.backend.load()
         if isinstance(self.backend, TransformersBackend):
             warm_up(self.backend)  # ready means one generation went through (health.py)
+        export_baseline(baseline_location(self.settings.drift_baseline, getattr(self.backend, "model_dir", None)),
+                        self.drift.cap, self.version)
         self.readiness.mark_loaded()
         self.ready = True
         return self.ready
@@ -80,12 +84,15 @@ class NERModel(kserve.Model):
     async def extract_one(self, text: str, labels: list[str], return_reasoning: bool = False,
                           max_reasoning_tokens: int | None = None) -> Prediction:
         s = self.settings
+        prompt = render_prompt(text, labels, s.prompt_style)
         gen = await generate_ner(
-            self.backend, render_prompt(text, labels, s.prompt_style), labels,
+            self.backend, prompt, labels,
             max_new_tokens=s.max_new_tokens, max_answer_tokens=min(s.max_answer_tokens, s.max_new_tokens),
             budget=effective_budget(max_reasoning_tokens, s.max_reasoning_tokens),
         )
-        return build_prediction(text, labels, gen, return_reasoning)
+        prediction = build_prediction(text, labels, gen, return_reasoning)
+        self.drift.record(labels, prediction, len(prompt))
+        return prediction
 
     async def extract(self, instances: list[Any], protocol: str) -> list[Prediction]:
         """All sentences of one request, concurrently, within the request timeout."""

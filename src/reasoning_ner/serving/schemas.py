@@ -139,6 +139,11 @@ class ServeSettings(BaseModel):
         None, description="API-key authentication (serving/auth.py): a file of keys, one per line, or a directory of such "
         "files (a mounted Secret); every route but health and /metrics then needs 'Authorization: Bearer <key>'. "
         "Re-read when it changes. None = no authentication.")
+    drift_max_labels: int = Field(100, ge=1, description="Drift metrics: most distinct label values with their own series "
+                                  "(label sets are user input); later labels count under __other__.")
+    drift_baseline: str | None = Field(None, description="Drift baseline (drift_baseline.json, a path or fsspec URI) exported "
+                                       "as rner_drift_baseline_* gauges; None = <model folder>/drift_baseline.json (in process), "
+                                       "none for the remote backend.")
 
     @classmethod
     def from_sources(cls, base: dict[str, Any] | None = None, env: dict[str, str] | None = None, **overrides: Any) -> ServeSettings:
