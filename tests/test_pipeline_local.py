@@ -95,7 +95,7 @@ def test_evaluation_and_promotion_to_the_s3_registry(run: dict, s3) -> None:
     copied = s3.keys(bucket, f"{prefix}/models/{champion['version']}/")
     grpo = _artifact(run["run_dir"], "train-grpo", "model")
     assert sorted(k.rsplit("/models/", 1)[1].split("/", 1)[1] for k in copied) == sorted(
-        p.relative_to(grpo).as_posix() for p in grpo.rglob("*") if p.is_file())
+        [*(p.relative_to(grpo).as_posix() for p in grpo.rglob("*") if p.is_file()), "drift_baseline.json"])
 
 
 @pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning")

@@ -43,6 +43,8 @@ import httpx
 import openai
 import psutil
 import pytest
+
+from reasoning_ner.flywheel.baseline import BASELINE_FILE
 from typer.testing import CliRunner
 
 from reasoning_ner.cli import app
@@ -152,7 +154,8 @@ def test_promote_copies_the_trained_model_into_the_s3_registry(champion: dict[st
     assert report["settings"]["limit"] == EVAL_LIMIT and list(report["suites"]["supervised"]["datasets"]) == ["conll2003"]
     assert report["suites"]["supervised"]["sentences"] == EVAL_LIMIT
     local = sorted(p.relative_to(champion["model_dir"]).as_posix() for p in champion["model_dir"].rglob("*") if p.is_file())
-    assert s3_server.keys(champion["bucket"], f"registry/models/{version}/") == [f"registry/models/{version}/{k}" for k in local]
+    expected = sorted([*local, BASELINE_FILE])  # promotion adds the drift baseline beside the model
+    assert s3_server.keys(champion["bucket"], f"registry/models/{version}/") == [f"registry/models/{version}/{k}" for k in expected]
 
 
 # ------------------------------------------------------------------------------------ the chart
@@ -232,6 +235,8 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_kserve_storage_downloads_exactly_the_promoted_model(downloaded: Path, champion: dict[str, Any]) -> None:
     got, trained = _tree(downloaded), _tree(champion["model_dir"])
     assert "config.json" in got and any(name.endswith(".safetensors") for name in got)
+    # Promotion adds the evaluation's drift baseline beside the model's own files (the server reads it).
+    assert isinstance(json.loads(got.pop(BASELINE_FILE)), dict)
     assert got.keys() == trained.keys()
     assert [name for name in got if got[name] != trained[name]] == []
 
