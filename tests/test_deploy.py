@@ -279,6 +279,27 @@ def test_standard_mode_rolls_out_directly_and_waits_for_the_deployment() -> None
         "internal.serving.kserve.io/storage-initializer-sourceuri"] == NEW
 
 
+@pytest.mark.parametrize("settings", [STANDARD, KNATIVE], ids=["standard", "knative"])
+def test_the_transformers_drift_baseline_moves_with_the_model(settings: ServingSettings) -> None:
+    """serving.transformer.drift_baseline: the rollout points the transformer's STORAGE_URI at the new model's
+    drift_baseline.json and leaves every other part of its container as it was."""
+    settings = settings.with_updates(transformer={"drift_baseline": True})
+    with FakeKServe(settings) as fake:
+        before = copy.deepcopy(fake.isvc)
+        deploy(NEW, settings, NS, client=fake.client(), **fast())
+        after = fake.isvc
+    assert after["spec"]["transformer"] == build_inference_service(settings, NEW)["spec"]["transformer"]
+    env = {e["name"]: e.get("value") for e in after["spec"]["transformer"]["containers"][0]["env"]}
+    assert env["STORAGE_URI"] == f"{NEW}/drift_baseline.json"
+    assert env["RNER_SERVE_DRIFT_BASELINE"] == "/mnt/models/drift_baseline.json"
+    old_container = before["spec"]["transformer"]["containers"][0]
+    assert {k: v for k, v in after["spec"]["transformer"]["containers"][0].items() if k != "env"} == \
+        {k: v for k, v in old_container.items() if k != "env"}
+    validate_deploy_patch(build_deploy_patch(NEW, settings, current=before), settings, current=before, crd_dir=CRD_DIR)
+    # Without it the patch leaves the transformer alone (no init container appears on a rollout).
+    assert "transformer" not in build_deploy_patch(NEW, STANDARD, current=build_inference_service(STANDARD, OLD))["spec"]
+
+
 def test_standard_mode_rolls_out_directly_when_a_canary_is_asked() -> None:
     """The pipeline's canary_percent default (10) meets the chart's default Standard mode: no error at the
     end of a run, a direct rollout with a warning that says why."""

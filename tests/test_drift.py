@@ -258,6 +258,49 @@ def test_a_baseline_on_s3_is_read_by_a_server_without_a_model_folder(s3, tmp_pat
     assert series(samples, "rner_drift_baseline_entity_rate")[(("label", "person"),)] == 1.0
 
 
+def test_the_charts_transformer_fetches_the_champions_baseline_with_kserves_storage_code(s3, tmp_path: Path) -> None:
+    """serving.transformer.driftBaseline in a cluster: the rendered transformer's STORAGE_URI, downloaded by KServe's
+    storage code (what its storage initializer runs) with the environment KServe injects, is the promoted model's
+    baseline alone (not the weights), and the NER service started with the rendered RNER_SERVE_DRIFT_BASELINE
+    (under the download folder instead of /mnt/models) exports it."""
+    import os
+    import subprocess
+    import sys
+
+    from reasoning_ner.k8s.kserve_credentials import storage_initializer_env
+    from tests.helm.test_secret_s3 import serving_objects
+
+    s3_server, bucket = s3, s3.bucket()
+    report = evaluated(tmp_path)
+    decision = promote(report, str(model_folder(tmp_path)), PromotionSection(gate_suite="supervised"),
+                       Registry(f"s3://{bucket}/registry"))
+    assert f"registry/models/{decision.version}/config.json" in s3.keys(bucket)  # the weights: not fetched
+    values = {"serving": {"transformer": {"driftBaseline": True},
+                          "storage": {"storageUri": decision.model_uri, "s3Endpoint": s3_server.host_port,
+                                      "s3UseHttps": False, "s3VerifySsl": False, "s3Region": "us-east-1"}},
+              "secrets": {"s3": {"create": True, "accessKeyId": s3_server.access_key_id,
+                                 "secretAccessKey": s3_server.secret_access_key}}}
+    sa, secrets, isvc = serving_objects(values)
+    transformer = isvc["spec"]["transformer"]
+    assert transformer["serviceAccountName"] == sa["metadata"]["name"]  # the storage initializer's credentials
+    env = {e["name"]: e.get("value") for e in transformer["containers"][0]["env"]}
+    out = tmp_path / "mnt-models"
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from kserve_storage import Storage; Storage.download(sys.argv[1], sys.argv[2])",
+         env["STORAGE_URI"], str(out)],
+        env={**storage_initializer_env(sa, secrets), "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+             "AWS_EC2_METADATA_DISABLED": "true", "S3_MAX_ATTEMPTS": "1"},
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in out.rglob("*") if p.is_file()] == [BASELINE_FILE]
+    assert env["RNER_SERVE_DRIFT_BASELINE"].startswith("/mnt/models/")
+    local = env["RNER_SERVE_DRIFT_BASELINE"].replace("/mnt/models", str(out), 1)
+    with client_for(TableBackend(REPLIES), drift_baseline=local) as client:
+        samples = metrics(client)
+    assert list(series(samples, "rner_drift_baseline_parse_error_rate").values()) == [report["drift_baseline"]["parse_error_rate"]]
+    assert series(samples, "rner_drift_baseline_entity_rate")[(("label", "person"),)] == 1.0
+
+
 def test_no_baseline_file_means_no_baseline_series_and_a_log_line(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="reasoning_ner.serving.drift"):
         with client_for(TableBackend(REPLIES, model_dir=str(tmp_path))) as client:

@@ -20,17 +20,8 @@ import pytest
 from pydantic import ValidationError
 
 from reasoning_ner.images import image
-from reasoning_ner.k8s.trainjob import (
-    ACCELERATE_CONFIG,
-    API_VERSION,
-    PATCH_MANAGER,
-    RESERVED_ENV,
-    TrainJobSettings,
-    build_trainjob,
-    phase,
-    trainjob_name,
-    trainjob_problems,
-)
+from reasoning_ner.k8s.trainer_runtime import API_VERSION, RESERVED_ENV, phase, trainjob_problems
+from reasoning_ner.k8s.trainjob import ACCELERATE_CONFIG, PATCH_MANAGER, TrainJobSettings, build_trainjob, trainjob_name
 from tests.stubs import Reply, StubAPIServer, k8s_status
 
 NS = "ml"

@@ -4,11 +4,13 @@ early health check against a stand-in on 127.0.0.1, and the step that starts and
 from __future__ import annotations
 
 import http.server
+import json
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -43,13 +45,19 @@ def stand_in() -> Iterator[tuple[str, type[_Health]]]:
     server.shutdown()
 
 
-def test_the_command_is_what_trls_vllm_serve_parses() -> None:
+def parse_with_trl(cmd: list[str]) -> Any:
+    """trl's own `trl vllm-serve` argument parser on ``cmd`` (also used by tests/test_trainjob_grpo.py)."""
     from trl.scripts.vllm_serve import make_parser
 
-    cfg = load_config(profile="qwen3-8b", overrides=["grpo.vllm_tensor_parallel_size=2"])
-    cmd = vllm_serve_command(cfg, "/workspace/sft/model")
     assert cmd[:2] == ["trl", "vllm-serve"]
     (args,) = make_parser().parse_args_into_dataclasses(cmd[2:])
+    return args
+
+
+def test_the_command_is_what_trls_vllm_serve_parses() -> None:
+    cfg = load_config(profile="qwen3-8b", overrides=["grpo.vllm_tensor_parallel_size=2"])
+    cmd = vllm_serve_command(cfg, "/workspace/sft/model")
+    args = parse_with_trl(cmd)
     g = cfg.grpo
     assert (args.model, args.tensor_parallel_size, args.port, args.host) == ("/workspace/sft/model", 2, 8000, "127.0.0.1")
     assert args.max_model_len == g.max_prompt_length + g.max_completion_length
@@ -119,3 +127,19 @@ def test_the_cli_prints_the_command() -> None:
     res = CliRunner().invoke(app, ["--profile", "qwen3-8b", "train", "vllm-serve-command", "--model", "/m"])
     assert res.exit_code == 0, res.output
     assert "trl vllm-serve --model /m" in res.output and "http://127.0.0.1:8000" in res.output
+
+
+def test_the_trainjob_server_role_execs_the_command_from_its_env(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`python -m reasoning_ner.training.vllm_server` (the runtime's fixed server command) execs exactly
+    the JSON list the TrainJob passes, and refuses anything that is not a `trl vllm-serve` command."""
+    cmd = vllm_serve_command(load_config(profile="qwen3-8b"), "/shared/sft/model")
+    execs: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(vllm_server.os, "execvp", lambda file, args: execs.append((file, args)))
+    monkeypatch.setenv(vllm_server.SERVE_COMMAND_ENV, json.dumps(cmd))
+    assert vllm_server.main() == 0
+    assert execs == [("trl", cmd)]
+    for bad in ("", "not json", json.dumps(["sh", "-c", "rm -rf /"]), json.dumps(["trl", "vllm-serve", 1])):
+        monkeypatch.setenv(vllm_server.SERVE_COMMAND_ENV, bad)
+        assert vllm_server.main() == 2
+        assert vllm_server.SERVE_COMMAND_ENV in capsys.readouterr().err
+    assert len(execs) == 1

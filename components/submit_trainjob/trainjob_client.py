@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from reasoning_ner.k8s.trainjob import GROUP, PLURAL, VERSION, conditions, phase
+from reasoning_ner.k8s.trainer_runtime import GROUP, PLURAL, VERSION, conditions, phase
 
 FIELD_MANAGER = "rner-submit-trainjob"
 

@@ -214,7 +214,21 @@ def chart_schema() -> dict[str, Any]:
                                "storageClassName": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": K8S_NAME}],
                                                     "description": "A ReadWriteMany StorageClass; null = the cluster default."},
                                "size": _str("Requested size.", pattern=QUANTITY),
-                           }, "The ReadWriteMany PVC of the TrainJob nodes.", ["name", "size"])}, "Multi-node training."),
+                           }, "The ReadWriteMany PVC of the TrainJob nodes.", ["name", "size"]),
+                           "grpoRuntime": _obj({
+                               "enabled": _bool("Create the TrainingRuntime (with multiNode.enabled)."),
+                               "name": _str("TrainingRuntime name (TrainJobSettings.vllm.name).", pattern=DNS_LABEL,
+                                            maxLength=63),
+                               "vllm": _obj({
+                                   "gpus": _int("GPUs of the server pod (>= grpo.vllm_tensor_parallel_size).", minimum=1),
+                                   "gpuResourceName": _str("Extended resource name of the GPUs.",
+                                                           pattern=r"^([a-z0-9.-]+/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"),
+                                   "port": _int("HTTP port (grpo.vllm_server_port).", minimum=1, maximum=65535),
+                                   "cpu": {"description": "CPU request and limit.",
+                                           "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": QUANTITY}]},
+                                   "memory": _str("Memory request and limit.", pattern=QUANTITY),
+                               }, "The vLLM server pod.", ["gpus", "gpuResourceName", "port", "cpu", "memory"]),
+                           }, "GRPO with a vLLM server role.", ["name", "vllm"])}, "Multi-node training."),
         "monitoring": _obj({
             "podMonitor": _obj({"enabled": _bool("Create the PodMonitor."), "labels": _labels("Extra labels."),
                                 "interval": _str("Scrape interval.", pattern=PROM_DURATION),

@@ -50,7 +50,7 @@ EVERYTHING: dict[str, Any] = {
     "flywheel": {"sink": {"enabled": True}},
     "servingRuntime": {"enabled": True},
     "kfp": {"multiUser": True, "namespace": "kubeflow-user-example-com"},
-    "multiNode": {"enabled": True, "sharedPvc": {"storageClassName": "efs-sc"}},
+    "multiNode": {"enabled": True, "sharedPvc": {"storageClassName": "efs-sc"}, "grpoRuntime": {"enabled": True}},
     "secrets": {"s3": {"create": True, "accessKeyId": "minio", "secretAccessKey": "minio-dev-key"}},
     "monitoring": {"podMonitor": {"enabled": True}, "dashboard": {"enabled": True}, "alerts": {"enabled": True}},
     "images": {"pullSecrets": ["ghcr-pull"], "serve": {"digest": "sha256:" + "b" * 64}},

@@ -71,6 +71,8 @@ VARIATIONS: dict[str, dict[str, Any]] = {
                                                         "url": "http://collector.obs.svc.cluster.local/ner"}}},
     "logger-blob-storage": {"transformer": {"logger": {"enabled": True, "url": "s3://ner-traffic", "storagePath": "/logs"}},
                             "storage": {"serviceAccountName": "sa-x"}},
+    "drift-baseline": {"transformer": {"driftBaseline": True}, "storage": {"storageUri": "s3://reg/models/v3/"}},
+    "drift-baseline-knative": {"mode": "knative", "autoscaler": None, "transformer": {"driftBaseline": True}},
 }
 
 
@@ -334,6 +336,17 @@ def test_first_install_uses_the_values(stub_server) -> None:
     isvc = _render_against(server.url, upgrade=False)
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://reasoning-ner/models/tiny-cpu/champion"
     assert isvc == build_inference_service(settings_for(None))
+
+
+def test_upgrade_fetches_the_drift_baseline_of_the_promoted_model(stub_server) -> None:
+    """With serving.transformer.driftBaseline the transformer's STORAGE_URI follows the live model, not the values."""
+    values = {"serving": {"transformer": {"driftBaseline": True}}}
+    server = stub_server(_api(_live_object(values)))
+    env = {e["name"]: e.get("value") for e in _render_against(server.url, values)["spec"]["transformer"]["containers"][0]["env"]}
+    assert env["STORAGE_URI"] == f"{LIVE_URI}/drift_baseline.json"
+    assert env["RNER_SERVE_DRIFT_BASELINE"] == "/mnt/models/drift_baseline.json"
+    default_env = {e["name"] for e in rendered_isvc()["spec"]["transformer"]["containers"][0]["env"]}
+    assert not {"STORAGE_URI", "RNER_SERVE_DRIFT_BASELINE"} & default_env, "off by default: no init container"
 
 
 def test_offline_render_uses_the_values() -> None:

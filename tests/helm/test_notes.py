@@ -46,6 +46,19 @@ def test_with_api_keys_the_calls_send_the_key() -> None:
     assert '-H "Authorization: Bearer $API_KEY" "$URL/v1/models/reasoning-ner:predict"' in knative
 
 
+def test_traffic_capture_and_drift_baseline_are_announced() -> None:
+    assert "Traffic capture" not in notes() and "Drift baseline" not in notes()
+    sink = notes({"serving": {"transformer": {"logger": {"enabled": True}, "driftBaseline": True}},
+                  "flywheel": {"sink": {"enabled": True}}})
+    assert "Traffic capture is ON (serving.transformer.logger, mode all)" in sink
+    assert f"receives and returns to http://{RELEASE}-flywheel-sink.{NAMESPACE}.svc.cluster.local" in sink
+    assert f"writes it to s3://reasoning-ner/traffic (kubectl -n {NAMESPACE} logs deploy/{RELEASE}-flywheel-sink)" in sink
+    assert "rner data harvest --since" in sink
+    assert "the transformer fetches s3://reasoning-ner/models/tiny-cpu/champion/drift_baseline.json" in sink
+    external = notes({"serving": {"transformer": {"logger": {"enabled": True, "mode": "request", "url": "s3://traffic-bucket"}}}})
+    assert "receives to s3://traffic-bucket." in external and "in-chart sink" not in external
+
+
 def test_knative_uses_the_status_url() -> None:
     assert "jsonpath='{.status.url}'" in notes({"serving": {"mode": "knative"}})
 

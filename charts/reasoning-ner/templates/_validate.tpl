@@ -116,6 +116,9 @@ the chart's own consistency checks. All problems are reported at once.
 {{- if and .Values.multiNode.namespace (ne .Values.multiNode.namespace $kfpNs) -}}
 {{- $problems = append $problems (printf "multiNode.namespace %q differs from kfp.namespace %q: the pipeline creates its TrainJobs in the run's own namespace, where the shared ReadWriteMany PVC is mounted; leave multiNode.namespace empty" .Values.multiNode.namespace $kfpNs) -}}
 {{- end -}}
+{{- if and .Values.multiNode.grpoRuntime.enabled (not .Values.multiNode.enabled) -}}
+{{- $problems = append $problems "multiNode.grpoRuntime.enabled needs multiNode.enabled: the GRPO TrainingRuntime serves multi-node TrainJobs, which need the TrainJob RBAC and the shared PVC" -}}
+{{- end -}}
 {{- $s3 := .Values.secrets.s3 -}}
 {{- if and $s3.create (or (not $s3.accessKeyId) (not $s3.secretAccessKey)) -}}
 {{- $problems = append $problems "secrets.s3.create needs secrets.s3.accessKeyId and secrets.s3.secretAccessKey (pass them with --set or a values file kept out of git), or set create to false and create the Secret yourself" -}}

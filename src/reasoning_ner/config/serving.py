@@ -176,6 +176,11 @@ class TransformerSettings(_Values):
     run_as_user: int = Field(1000, ge=1)
     auth: TransformerAuthSettings = Field(default_factory=TransformerAuthSettings)
     logger: TransformerLoggerSettings = Field(default_factory=TransformerLoggerSettings)
+    drift_baseline: bool = Field(
+        False, description="Fetch the served model's drift_baseline.json (<storageUri>/drift_baseline.json, written by "
+        "promotion) with KServe's storage initializer (STORAGE_URI, one object) and export it as rner_drift_baseline_* "
+        "gauges, so the drift alerts have a reference. Needs a model promoted by this project: without the file the "
+        "transformer's storage initializer fails.")
 
 
 class ScalingSettings(_Values):

@@ -27,6 +27,11 @@ METRIC_LABEL_CHARS = 40
 EMPTY_LABEL = "__empty__"
 
 
+def drift_baseline_uri(model_uri: str) -> str:
+    """Where promotion writes the baseline of the model at ``model_uri``: beside its files."""
+    return f"{model_uri.rstrip('/')}/{BASELINE_FILE}"
+
+
 def metric_label(raw: str) -> str:
     """A label as a metric series sees it: cleaned like training labels (lower-case, underscores and
     whitespace folded), unprintable characters dropped, at most ``METRIC_LABEL_CHARS`` long."""

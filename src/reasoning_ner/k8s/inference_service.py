@@ -40,6 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.serving import ServingSettings, ServingSettingsError, validate_storage_uri
+from ..flywheel.baseline import BASELINE_FILE, drift_baseline_uri
 from .pod_parts import SERVING_PORT, container_security, env_list, probe, resources, transformer_logger
 
 # ------------------------------------------------------------------------------------ constants
@@ -116,7 +117,11 @@ def transformer_args(s: ServingSettings) -> list[str]:
             *s.transformer.extra_args]
 
 
-def transformer_env(s: ServingSettings) -> list[dict[str, Any]]:
+#: Where KServe's storage initializer puts what a container's STORAGE_URI names.
+MODEL_MOUNT = "/mnt/models"
+
+
+def transformer_env(s: ServingSettings, storage_uri: str | None = None) -> list[dict[str, Any]]:
     defaults = {
         "HOME": "/tmp",
         "RNER_SERVE_BACKEND": "remote",
@@ -133,6 +138,11 @@ def transformer_env(s: ServingSettings) -> list[dict[str, Any]]:
         # A predictor that scales to zero: probing it every few seconds would keep it awake, so readiness is
         # the transformer's own (serving/health.py); Knative's activator holds requests during a cold start.
         defaults["RNER_SERVE_PROBE_UPSTREAM"] = "false"
+    if s.transformer.drift_baseline and storage_uri:
+        # KServe injects its storage initializer into a custom transformer whose container sets STORAGE_URI
+        # (CustomTransformer.GetStorageUri); one object, not the weights. The deploy step moves it with the model.
+        defaults["STORAGE_URI"] = drift_baseline_uri(storage_uri)
+        defaults["RNER_SERVE_DRIFT_BASELINE"] = f"{MODEL_MOUNT}/{BASELINE_FILE}"
     env: list[dict[str, Any]] = env_list(defaults, s.transformer.env)
     if s.mode == "standard" and "RNER_SERVE_MODEL_VERSION" not in s.transformer.env:
         # The served version (V2 model_version) from the InferenceService's annotation, which KServe copies to the
@@ -215,7 +225,7 @@ def build_predictor(s: ServingSettings, storage_uri: str) -> dict[str, Any]:
     return pred
 
 
-def build_transformer(s: ServingSettings) -> dict[str, Any]:
+def build_transformer(s: ServingSettings, storage_uri: str | None = None) -> dict[str, Any]:
     t = s.transformer
     container = {
         "name": CONTAINER_NAME,
@@ -223,7 +233,7 @@ def build_transformer(s: ServingSettings) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": ["rner"],
         "args": transformer_args(s),
-        "env": transformer_env(s),
+        "env": transformer_env(s, storage_uri),
         "resources": resources(t.resources),
         "securityContext": container_security(t.run_as_user),
         "startupProbe": probe(t.startup_probe),
@@ -268,7 +278,7 @@ def build_inference_service(s: ServingSettings, storage_uri: str | None = None,
         annotations[MODEL_VERSION_ANNOTATION] = model_version
     spec: dict[str, Any] = {"predictor": build_predictor(s, uri)}
     if s.transformer.enabled:
-        spec["transformer"] = build_transformer(s)
+        spec["transformer"] = build_transformer(s, uri)
     return {"apiVersion": ISVC_API_VERSION, "kind": "InferenceService",
             "metadata": _metadata(s, s.name, "inference", annotations), "spec": spec}
 

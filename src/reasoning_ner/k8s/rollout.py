@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config.serving import ServingSettings, validate_storage_uri
+from ..flywheel.baseline import drift_baseline_uri
 from .inference_service import (
     DEPLOYMENT_MODE,
     MODEL_VERSION_ANNOTATION,
@@ -90,13 +91,26 @@ def _canary(canary_percent: int | None) -> int | None:
     return canary_percent
 
 
+def _moved_drift_baseline(current: dict[str, Any] | None, model_uri: str) -> list[dict[str, Any]] | None:
+    """The live transformer's containers with STORAGE_URI (its drift baseline) moved to ``model_uri``'s, or None
+    when it fetches none. A merge patch replaces lists whole, so every container goes in the patch."""
+    containers = (((current or {}).get("spec") or {}).get("transformer") or {}).get("containers") or []
+    if not any(e.get("name") == "STORAGE_URI" for c in containers for e in c.get("env") or []):
+        return None
+    uri = drift_baseline_uri(model_uri)
+    return [{**c, "env": [{"name": "STORAGE_URI", "value": uri} if e.get("name") == "STORAGE_URI" else e
+                          for e in c.get("env") or []]} for c in containers]
+
+
 def build_deploy_patch(model_uri: str, settings: ServingSettings, canary_percent: int | None = None,
-                       mode: str | None = None, model_version: str | None = None) -> dict[str, Any]:
+                       mode: str | None = None, model_version: str | None = None,
+                       current: dict[str, Any] | None = None) -> dict[str, Any]:
     """The merge patch that points the InferenceService at ``model_uri``.
 
     ``mode`` is the live deployment mode (``knative``/``standard``; default ``settings.mode``). A canary
     share is refused in Standard mode; a direct rollout in Knative mode also clears any leftover
-    ``canaryTrafficPercent``.
+    ``canaryTrafficPercent``. Where the live InferenceService ``current`` has a transformer that fetches a
+    drift baseline (``serving.transformer.drift_baseline``), the patch points it at the new model's.
     """
     validate_storage_uri(model_uri)
     mode = (mode or settings.mode).lower()
@@ -108,6 +122,8 @@ def build_deploy_patch(model_uri: str, settings: ServingSettings, canary_percent
     if mode == "knative":
         predictor["canaryTrafficPercent"] = canary  # None -> null -> removed (full rollout)
     patch: dict[str, Any] = {"spec": {"predictor": predictor}}
+    if (containers := _moved_drift_baseline(current, model_uri)) is not None:
+        patch["spec"]["transformer"] = {"containers": containers}
     if model_version:
         patch["metadata"] = {"annotations": {MODEL_VERSION_ANNOTATION: model_version}}
     return patch
@@ -469,7 +485,8 @@ def deploy(promoted_model_uri: str, settings: ServingSettings, namespace: str | 
         return result
 
     # result.mode is the live object's mode from here on (_follow_live_mode).
-    patch = build_deploy_patch(promoted_model_uri, settings, canary, mode=result.mode, model_version=model_version)
+    patch = build_deploy_patch(promoted_model_uri, settings, canary, mode=result.mode, model_version=model_version,
+                               current=current)
     patched = cluster.patch(patch)
     generation = (patched.get("metadata") or {}).get("generation", 0)
     if result.mode == "knative" and canary is not None:

@@ -36,13 +36,27 @@ CRD_FILES: dict[tuple[str, str], str] = {
     ("keda.sh", "ScaledObject"): "keda.sh_scaledobjects.yaml",
     ("trainer.kubeflow.org", "TrainJob"): "trainer.kubeflow.org_trainjobs.yaml",
     ("trainer.kubeflow.org", "ClusterTrainingRuntime"): "trainer.kubeflow.org_clustertrainingruntimes.yaml",
+    # Not copied upstream: a TrainingRuntime's spec is the same Go type (TrainingRuntimeSpec) as a
+    # ClusterTrainingRuntime's, and its CRD schema is identical but for the scope and one description.
+    ("trainer.kubeflow.org", "TrainingRuntime"): "trainer.kubeflow.org_clustertrainingruntimes.yaml",
 }
+#: Kinds validated with another kind's CRD (see CRD_FILES).
+SCHEMA_OF: dict[tuple[str, str], str] = {("trainer.kubeflow.org", "TrainingRuntime"): "ClusterTrainingRuntime"}
 
 #: CEL rules of the CRDs with their Python equivalents (rule text -> predicate on the object at that node).
 CEL_RULES: dict[str, Callable[[Any], bool]] = {
     # keda.sh ScaledObject spec
     "!has(self.minReplicaCount) || self.minReplicaCount <= (has(self.maxReplicaCount) ? self.maxReplicaCount : 100)":
         lambda o: "minReplicaCount" not in o or o["minReplicaCount"] <= o.get("maxReplicaCount", 100),
+    # transition rules (immutability) only apply to updates: always true for a new object
+    "self == oldSelf": lambda o: True,
+    # trainer.kubeflow.org (Cluster)TrainingRuntime spec.mlPolicy and spec.template.spec
+    "[has(self.torch), has(self.mpi), has(self.jax), has(self.xgboost),has(self.flux)].filter(x, x).size() <= 1":
+        lambda o: sum(k in o for k in ("torch", "mpi", "jax", "xgboost", "flux")) <= 1,
+    "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' && "
+    "self.replicatedJobs.exists(x, has(x.dependsOn)))":
+        lambda o: not (o.get("startupPolicy", {}).get("startupPolicyOrder") == "InOrder"
+                       and any("dependsOn" in j for j in o.get("replicatedJobs", []))),
 }
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -96,7 +110,7 @@ def crd_schema(group: str, kind: str, version: str, crd_dir: str) -> dict[str, A
         raise KeyError(f"no CRD file known for {group} {kind}")
     crd = _load_yaml(Path(crd_dir) / fname)
     names = crd["spec"]["names"]
-    if crd["spec"]["group"] != group or names["kind"] != kind:
+    if crd["spec"]["group"] != group or names["kind"] != SCHEMA_OF.get((group, kind), kind):
         raise ValueError(f"{fname} defines {crd['spec']['group']} {names['kind']}, not {group} {kind}")
     for v in crd["spec"]["versions"]:
         if v["name"] == version:

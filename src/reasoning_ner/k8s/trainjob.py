@@ -1,7 +1,8 @@
-"""Multi-node SFT as a Kubeflow Trainer ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``): one builder, plain dicts.
+"""Multi-node SFT and GRPO as a Kubeflow Trainer ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``), plain dicts.
 
 :func:`build_trainjob` turns one typed settings object, :class:`TrainJobSettings`, into the TrainJob
-that runs stage 2 on ``num_nodes`` x ``gpus_per_node`` GPUs with DeepSpeed ZeRO-3::
+that runs stage 2 (``stage="sft"``) or stage 3 (``stage="grpo"``) on ``num_nodes`` x ``gpus_per_node``
+GPUs with DeepSpeed ZeRO-3::
 
     accelerate launch --config_file /app/configs/accelerate/deepspeed_zero3.yaml \\
         --num_machines N --num_processes N*G --machine_rank $(PET_NODE_RANK) \\
@@ -9,7 +10,8 @@ that runs stage 2 on ``num_nodes`` x ``gpus_per_node`` GPUs with DeepSpeed ZeRO-
         -m reasoning_ner.training.sft --profile P --data /shared/... --out /shared/... --no-progress
 
 (or ``torchrun -m reasoning_ner.training.sft ...``, which reads the ``PET_*`` variables itself, for
-DDP without DeepSpeed). It imports neither the Kubernetes client nor jsonschema; the pipeline's
+DDP without DeepSpeed; GRPO runs ``-m reasoning_ner.training.grpo --profile P --model /shared/.../model
+--data ... --out ...``). It imports neither the Kubernetes client nor jsonschema; the pipeline's
 ``submit_trainjob`` component creates and watches the object (``components/submit_trainjob``).
 
 Facts the builder relies on (the CRD in ``shared/k8s/crds`` and Kubeflow Trainer's torch plugin):
@@ -18,7 +20,7 @@ Facts the builder relies on (the CRD in ``shared/k8s/crds`` and Kubeflow Trainer
   replicated job ``node`` whose container ``node`` is the trainer. ``spec.trainer`` overrides its image,
   command, args, env, ``numNodes``, ``numProcPerNode`` and ``resourcesPerNode``.
 * The torch plugin injects ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK`` (the Job completion
-  index), ``PET_MASTER_ADDR`` (``<name>-node-0-0.<name>``) and ``PET_MASTER_PORT`` (29400) into that
+  index), ``PET_MASTER_ADDR`` (``<name>-node-0-0.<name>``) and ``PET_MASTER_PORT`` (29500) into that
   container and refuses them in ``spec.trainer.env`` (:data:`RESERVED_ENV`). The kubelet expands
   ``$(PET_NODE_RANK)`` etc. in command and args, so no shell is needed.
 * Everything else about the pods (volumes and mounts, node selector, tolerations, service account,
@@ -31,44 +33,39 @@ Facts the builder relies on (the CRD in ``shared/k8s/crds`` and Kubeflow Trainer
 * Data and outputs live on a shared ReadWriteMany PVC mounted at the same path in the submitting step
   and on every node: the component copies the step's input artifacts there, rank 0 writes the
   exported model there, and the component copies it back into the step's output artifact.
+
+GRPO with server-mode vLLM rollouts runs the ``trl vllm-serve`` process as a role of the job; the runtime
+with that role and why it is laid out so: :mod:`reasoning_ner.k8s.trainer_runtime`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-GROUP = "trainer.kubeflow.org"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "TrainJob"
-PLURAL = "trainjobs"
-DEFAULT_RUNTIME = "torch-distributed"
-#: The replicated job and container of the torch runtimes that run the trainer.
-TRAINER_JOB = "node"
-TRAINER_CONTAINER = "node"
+if TYPE_CHECKING:
+    from ..config import Config
+
+from .trainer_runtime import (
+    API_VERSION, DEFAULT_RUNTIME, GROUP, KIND, NAME_RE, QUANTITY_RE, RESERVED_ENV, TRAINER_CONTAINER, TRAINER_JOB,
+    VLLM_CONTAINER, VLLM_JOB, VLLM_POD_SUFFIX, VLLMRuntimeSettings, _image,
+)
+
 #: The ``runtimePatches`` entry this project owns (list-map key).
 PATCH_MANAGER = "reasoning-ner.io/submit-trainjob"
-#: Set by Trainer's torch plugin; refused in ``spec.trainer.env``.
-RESERVED_ENV = frozenset({"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"})
 #: Where the train-gpu image keeps the repository's configs (WORKDIR /app).
 IMAGE_APP_DIR = "/app"
 ACCELERATE_CONFIG = f"{IMAGE_APP_DIR}/configs/accelerate/deepspeed_zero3.yaml"
 SHARED_VOLUME = "shared"
 SHM_VOLUME = "dshm"
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 #: The image's non-root user (images/train-gpu/Dockerfile).
 RUN_AS_USER = 1000
-
-
-def _image() -> str:
-    from ..images import image
-
-    return image("train-gpu")
+Stage = Literal["sft", "grpo"]
+#: The argparse main each stage runs (``python -m``).
+ENTRY_POINTS: dict[str, str] = {"sft": "reasoning_ner.training.sft", "grpo": "reasoning_ner.training.grpo"}
 
 
 class TrainJobError(ValueError):
@@ -88,13 +85,21 @@ class TrainJobSettings(BaseModel):
         "accelerate", description="accelerate + DeepSpeed ZeRO-3 (full fine-tuning, the paper) or plain torchrun (DDP).")
     accelerate_config: str = Field(ACCELERATE_CONFIG, description="accelerate config file inside the image.")
     image: str = Field(default_factory=_image, description="The train-gpu image (reasoning_ner.images).")
-    runtime: str = Field(DEFAULT_RUNTIME, description="(Cluster)TrainingRuntime with a torch ML policy.")
+    runtime: str = Field(DEFAULT_RUNTIME, description="(Cluster)TrainingRuntime with a torch ML policy "
+                         "(GRPO with a vLLM server role uses vllm.name instead).")
     runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
     # What to train
+    stage: Stage = Field("sft", description="sft (stage 2) or grpo (stage 3, from model_dir).")
     profile: str = Field(description="Configuration profile (rner --profile).")
-    data_files: list[str] = Field(min_length=1, description="CoT JSONL files, paths under shared_mount.")
+    data_files: list[str] = Field(min_length=1, description="Paths under shared_mount: CoT JSONL (sft), "
+                                  "canonical training JSONL, the RL pool (grpo).")
     output_dir: str = Field(description="Output folder under shared_mount (model/, summary.json, checkpoints/).")
-    base_model: str | None = Field(None, description="Hub name or path; None = the profile's model.base_model.")
+    base_model: str | None = Field(None, description="sft: Hub name or path; None = the profile's model.base_model.")
+    model_dir: str | None = Field(None, description="grpo: the SFT model (a Hugging Face directory under "
+                                  "shared_mount), the policy the trainers start from and the vLLM server loads.")
+    vllm: VLLMRuntimeSettings = Field(
+        default_factory=VLLMRuntimeSettings, description="grpo with server-mode vLLM: the runtime with the server "
+        "role, as the chart installs it (multiNode.grpoRuntime).")
     overrides: list[str] = Field(default_factory=list, description="`--set key.path=value` configuration overrides.")
     lineage_file: str | None = Field(None, description="JSON lineage for the model card, under shared_mount.")
     # Where
@@ -165,7 +170,8 @@ class TrainJobSettings(BaseModel):
         if not self.shared_mount.startswith("/") or mount in ("", "/"):
             raise ValueError(f"shared_mount {self.shared_mount!r} must be an absolute folder other than /")
         paths = {"output_dir": [self.output_dir], "data_files": self.data_files,
-                 "lineage_file": [self.lineage_file] if self.lineage_file else []}
+                 "lineage_file": [self.lineage_file] if self.lineage_file else [],
+                 "model_dir": [self.model_dir] if self.model_dir else []}
         for field, values in paths.items():
             for p in values:
                 if not p.startswith(mount + "/") or "/../" in p + "/":
@@ -179,24 +185,98 @@ class TrainJobSettings(BaseModel):
                 raise ValueError(f"toleration {t} has unknown field(s) {sorted(unknown)}")
         return self
 
+    @model_validator(mode="after")
+    def _stage_inputs(self) -> TrainJobSettings:
+        if self.stage == "sft":
+            if self.model_dir:
+                raise ValueError("model_dir is a grpo setting; sft starts from base_model")
+            return self
+        if self.base_model:
+            raise ValueError("base_model is an sft setting; stage grpo starts from model_dir (the SFT model)")
+        if not self.model_dir:
+            raise ValueError("stage grpo needs model_dir: the SFT model (a Hugging Face directory under shared_mount)")
+        if self.vllm_role:
+            _check_vllm_role(self)
+        return self
+
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
+
+    @property
+    def vllm_role(self) -> bool:
+        """GRPO whose rollouts come from a ``trl vllm-serve`` role of this job: server mode without
+        ``grpo.vllm_server_base_url`` (a base URL names a server that runs elsewhere)."""
+        if self.stage != "grpo":
+            return False
+        g = stage_config(self).grpo
+        return g.use_vllm and g.vllm_mode == "server" and not g.vllm_server_base_url
+
+    @property
+    def vllm_server_url(self) -> str:
+        """The server pod by its JobSet hostname: ``<name>-vllm-0-0`` in the subdomain ``<name>``."""
+        return f"http://{self.name}-{VLLM_JOB}-0-0.{self.name}:{self.vllm.port}"
+
+
+def stage_config(s: TrainJobSettings) -> Config:
+    """The run's configuration as the pods resolve it (profile + overrides; no params.yaml)."""
+    from ..config import resolve_config
+
+    try:
+        return resolve_config(profile=s.profile, overrides=list(s.overrides))
+    except ValueError as exc:  # ConfigError names the key
+        raise ValueError(f"profile {s.profile!r} with overrides {s.overrides}: {exc}") from exc
+
+
+def _check_vllm_role(s: TrainJobSettings) -> None:
+    """Refuse a server role that cannot work, naming the field (ValueError, so pydantic reports it)."""
+    g = stage_config(s).grpo
+    if g.vllm_tensor_parallel_size > s.vllm.gpus:
+        raise ValueError(f"grpo.vllm_tensor_parallel_size {g.vllm_tensor_parallel_size} exceeds vllm.gpus "
+                         f"{s.vllm.gpus}, the GPUs of the runtime's server pod (multiNode.grpoRuntime.vllm.gpus)")
+    if g.vllm_server_port != s.vllm.port:
+        raise ValueError(f"grpo.vllm_server_port {g.vllm_server_port} differs from vllm.port {s.vllm.port}, the port "
+                         "the runtime's server container opens and probes (multiNode.grpoRuntime.vllm.port)")
+    if len(s.name) + len(VLLM_POD_SUFFIX) > 63:
+        raise ValueError(f"name {s.name!r} is too long for the vLLM server role: JobSet names its pod "
+                         f"{s.name}{VLLM_POD_SUFFIX} and refuses more than 63 characters "
+                         f"(at most {63 - len(VLLM_POD_SUFFIX)} for the name)")
 
 
 # ------------------------------------------------------------------------------------------- builder
 
 
 def training_args(s: TrainJobSettings) -> list[str]:
-    """Arguments of ``python -m reasoning_ner.training.sft`` (its argparse main)."""
-    args = ["--profile", s.profile, "--data", *s.data_files, "--out", s.output_dir, "--no-progress"]
+    """Arguments of ``python -m reasoning_ner.training.sft`` or ``.grpo`` (their argparse mains)."""
+    if s.stage == "grpo":
+        args = ["--profile", s.profile, "--model", str(s.model_dir), "--data", *s.data_files, "--out", s.output_dir]
+    else:
+        args = ["--profile", s.profile, "--data", *s.data_files, "--out", s.output_dir, "--no-progress"]
     if s.base_model:
         args += ["--base-model", s.base_model]
     if s.lineage_file:
         args += ["--lineage", s.lineage_file]
-    for item in s.overrides:
+    for item in trainer_overrides(s):
         args += ["--set", item]
     return args
+
+
+def trainer_overrides(s: TrainJobSettings) -> list[str]:
+    """``s.overrides``, plus, with a vLLM server role, where the trainers find it: its pod's hostname
+    instead of a server each trainer pod would start itself (the profiles' ``vllm_server_launch``)."""
+    if not s.vllm_role:
+        return list(s.overrides)
+    return [*s.overrides, "grpo.vllm_server_launch=false", f"grpo.vllm_server_base_url={s.vllm_server_url}"]
+
+
+def vllm_server_command(s: TrainJobSettings) -> list[str]:
+    """The server role's exact ``trl vllm-serve`` command: the single-node builder's, for the run's
+    profile and overrides, bound to every interface (the trainers are other pods)."""
+    from ..config import resolve_config
+    from ..training.vllm_server import vllm_serve_command
+
+    cfg = resolve_config(profile=s.profile, overrides=[*s.overrides, "grpo.vllm_server_bind_host=0.0.0.0"])
+    return vllm_serve_command(cfg, str(s.model_dir))
 
 
 def launcher_command(s: TrainJobSettings) -> list[str]:
@@ -262,16 +342,40 @@ def _pod_patch(s: TrainJobSettings) -> dict[str, Any]:
     return pod
 
 
+def _vllm_job_patch(s: TrainJobSettings, labels: dict[str, str]) -> dict[str, Any]:
+    """The server role's patch: the trainers' volumes, placement, identity and security, and the
+    command its container execs (env is the one way a TrainJob can pass it, see the module docstring)."""
+    import json
+
+    from ..training.vllm_server import SERVE_COMMAND_ENV
+
+    pod = _pod_patch(s)
+    (container,) = pod["containers"]
+    command = {"name": SERVE_COMMAND_ENV, "value": json.dumps(vllm_server_command(s))}
+    pod["containers"] = [{**container, "name": VLLM_CONTAINER, "env": [*trainer_env(s), command]}]
+    return {
+        "name": VLLM_JOB,
+        "template": {"spec": {"template": {
+            "metadata": {"labels": {**labels, "app.kubernetes.io/component": "grpo-vllm"}},
+            "spec": pod,
+        }}},
+    }
+
+
 def build_trainjob(s: TrainJobSettings) -> dict[str, Any]:
     """The TrainJob for ``s`` (a plain dict, ready for the API server or ``yaml.safe_dump``)."""
-    labels = {"app.kubernetes.io/name": "reasoning-ner", "app.kubernetes.io/component": "sft",
+    labels = {"app.kubernetes.io/name": "reasoning-ner", "app.kubernetes.io/component": s.stage,
               "app.kubernetes.io/managed-by": "reasoning-ner", **s.labels}
+    role = s.vllm_role
+    # Only the project's runtime has the server role; it lives beside the TrainJob (a TrainingRuntime).
+    runtime_ref = ({"name": s.vllm.name, "apiGroup": GROUP, "kind": "TrainingRuntime"} if role
+                   else {"name": s.runtime, "apiGroup": GROUP, "kind": s.runtime_kind})
     spec: dict[str, Any] = {
-        "runtimeRef": {"name": s.runtime, "apiGroup": GROUP, "kind": s.runtime_kind},
+        "runtimeRef": runtime_ref,
         "trainer": {
             "image": s.image,
             "command": launcher_command(s),
-            "args": ["-m", "reasoning_ner.training.sft", *training_args(s)],
+            "args": ["-m", ENTRY_POINTS[s.stage], *training_args(s)],
             "env": trainer_env(s),
             "numNodes": s.num_nodes,
             "numProcPerNode": s.gpus_per_node,
@@ -285,7 +389,7 @@ def build_trainjob(s: TrainJobSettings) -> dict[str, Any]:
                     "metadata": {"labels": dict(labels)},
                     "spec": _pod_patch(s),
                 }}},
-            }]}}},
+            }, *([_vllm_job_patch(s, labels)] if role else [])]}}},
         }],
     }
     if s.active_deadline_seconds:
@@ -305,47 +409,3 @@ def trainjob_name(run_id: str, prefix: str = "rner-sft") -> str:
     if not NAME_RE.match(name):
         raise TrainJobError(f"cannot make a TrainJob name from {run_id!r}")
     return name
-
-
-# ---------------------------------------------------------------------------------------- status
-
-
-def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or []}
-
-
-def phase(obj: dict[str, Any]) -> Literal["Complete", "Failed", "Suspended", "Running"]:
-    """Terminal state from the TrainJob's conditions (``Complete`` / ``Failed`` with status True)."""
-    conds = conditions(obj)
-    for terminal in ("Failed", "Complete"):
-        if conds.get(terminal, {}).get("status") == "True":
-            return terminal  # type: ignore[return-value]
-    if conds.get("Suspended", {}).get("status") == "True":
-        return "Suspended"
-    return "Running"
-
-
-#: Python equivalents of the TrainJob CRD's CEL rules, for offline validation with
-#: :func:`reasoning_ner.k8s.schema.crd_problems` (which refuses rules it cannot evaluate).
-#: ``self == oldSelf`` (immutability) only applies to updates: always true for a new object.
-CEL_RULES = {
-    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')":
-        lambda o: bool(NAME_RE.match(str(o.get("metadata", {}).get("name", "")))),
-    "size(self.metadata.name) <= 63": lambda o: len(str(o.get("metadata", {}).get("name", ""))) <= 63,
-    "self == oldSelf": lambda o: True,
-    "self == '' || self.matches('^[A-Za-z][A-Za-z0-9+.-]*://.+$')":
-        lambda o: o == "" or bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://.+$", o)),
-    "self in ['trainer.kubeflow.org/trainjob-controller', 'kueue.x-k8s.io/multikueue']":
-        lambda o: o in ("trainer.kubeflow.org/trainjob-controller", "kueue.x-k8s.io/multikueue"),
-    "self >= 1": lambda o: o >= 1,
-    "has(self.lastUpdatedTime)": lambda o: "lastUpdatedTime" in o,
-}
-
-
-def trainjob_problems(obj: dict[str, Any], crd_dir: str | None = None) -> list[str]:
-    """Problems of a TrainJob against the upstream CRD (strict, CEL rules included); [] = valid."""
-    from . import schema
-
-    for rule, check in CEL_RULES.items():
-        schema.CEL_RULES.setdefault(rule, check)
-    return schema.crd_problems(obj, crd_dir)

@@ -8,6 +8,11 @@ This module builds that process's exact command line from the configuration
 for its ``/health`` (:func:`wait_for_vllm_server`): an unreachable server fails the step at once,
 naming the URL, instead of after a timeout per rollout. trl itself is used as it ships.
 
+In a multi-node GRPO TrainJob the server is a role of its own (``reasoning_ner.k8s.trainjob``): the
+runtime's server container runs ``python -m reasoning_ner.training.vllm_server`` (:func:`main`), which
+execs the command the TrainJob built with :func:`vllm_serve_command` and passed in
+:data:`SERVE_COMMAND_ENV`.
+
 vLLM is in neither this machine's environment nor the lent GPU machine's; the command line is
 checked against trl's own argument parser and the health check against a stand-in on 127.0.0.1
 (tests/test_vllm_server.py). docs/grpo.md says how to run it on a GPU node.
@@ -15,8 +20,11 @@ checked against trl's own argument parser and the health check against a stand-i
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +33,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..config import Config, GRPOSection
+
+
+#: The JSON list the TrainJob's server container execs (a TrainJob can set env there, not a command).
+SERVE_COMMAND_ENV = "RNER_VLLM_SERVE_COMMAND"
 
 
 class VLLMServerError(RuntimeError):
@@ -113,3 +125,25 @@ def rollout_server(cfg: Config, model_dir: str, device: str, log_dir: str) -> It
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def main() -> int:
+    """``python -m reasoning_ner.training.vllm_server``: exec the ``trl vllm-serve`` command in
+    ``$RNER_VLLM_SERVE_COMMAND`` (a JSON list); anything else is refused before a GPU is touched."""
+    raw = os.environ.get(SERVE_COMMAND_ENV, "")
+    try:
+        command = json.loads(raw)
+    except json.JSONDecodeError:
+        command = None
+    if not (isinstance(command, list) and command[:2] == ["trl", "vllm-serve"]
+            and all(isinstance(a, str) for a in command)):
+        print(f"error: {SERVE_COMMAND_ENV} must be a JSON list starting with \"trl\", \"vllm-serve\" "
+              f"(reasoning_ner.k8s.trainjob puts it there), got {raw[:200]!r}", file=sys.stderr)
+        return 2
+    print(shlex.join(command), flush=True)
+    os.execvp(command[0], command)
+    return 0  # reached only where exec is stubbed (tests)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
