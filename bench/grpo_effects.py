@@ -11,7 +11,8 @@ suite's ``sft_model_dir`` fixture):
   construction).
 
 Held-out prompts: :data:`HELDOUT_N` CoNLL-2003 *dev* sentences (fixed sample, seed
-:data:`HELDOUT_SEED`; RL trains on the train split). Before = the SFT checkpoint, after = each
+:data:`HELDOUT_SEED`; RL trains on the train split; settings are tuned on these only). The F1 effect is
+also reported on a fixed sample of :data:`TEST_N` CoNLL-2003 *test* sentences (seed :data:`TEST_SEED`). Before = the SFT checkpoint, after = each
 GRPO policy, both decoded greedily and scored with the reward terms
 (:func:`reasoning_ner.training.grpo.evaluate_policy`).
 
@@ -48,6 +49,9 @@ from reasoning_ner.rewards import length_penalty  # noqa: E402
 SFT_SEED = 0
 HELDOUT_N = 100
 HELDOUT_SEED = 1234
+#: The fixed test sample the effect is reported on (levers are tuned on the dev prompts above only).
+TEST_N = 300
+TEST_SEED = 0
 #: Both experiments run the tiny-cpu profile's GRPO settings (config/) unchanged; ``--set`` adds
 #: overrides when exploring (recorded in the results).
 GRPO_OVERRIDES: list[str] = []
@@ -79,6 +83,18 @@ def train_recipe_sft(prepared_dir: Path, work: Path, seed: int = SFT_SEED) -> Pa
 def heldout_records(prepared_dir: Path, n: int = HELDOUT_N) -> list[NERRecord]:
     records = read_records(prepared_dir / "conll2003" / "dev.jsonl")
     return random.Random(HELDOUT_SEED).sample(records, n)
+
+
+def conll_test_sample(prepared_dir: Path, n: int = TEST_N) -> list[NERRecord]:
+    """A fixed, seeded sample of CoNLL-2003 *test* sentences: where the F1 effect is reported."""
+    records = read_records(prepared_dir / "conll2003" / "test.jsonl")
+    return random.Random(TEST_SEED).sample(records, n)
+
+
+def test_scores(model_dir: Path, records: list[NERRecord]) -> dict[str, float]:
+    """Paper-parity micro F1 and parse rate of the greedy answers on the test sample."""
+    scores = evaluate(model_dir, records)
+    return {"n": len(records), "micro_f1": scores["micro_f1"], "parse_rate": scores["parse_rate"]}
 
 
 def experiment_config(name: str, seed: int, budget: int) -> Config:
@@ -120,7 +136,7 @@ def baseline(sft_dir: Path, records: list[NERRecord]) -> tuple[dict[str, Any], i
 
 
 def run_experiment(name: str, seed: int, sft_dir: Path, prepared_dir: Path, records: list[NERRecord],
-                   before: dict[str, Any], work: Path) -> dict[str, Any]:
+                   before: dict[str, Any], work: Path, test_records: list[NERRecord] | None = None) -> dict[str, Any]:
     from reasoning_ner.training.grpo import train_grpo
 
     budget = before["think_token_budget"]
@@ -132,22 +148,30 @@ def run_experiment(name: str, seed: int, sft_dir: Path, prepared_dir: Path, reco
     after = evaluate(Path(summary["model_dir"]), records, budget)
     per_sample = after.pop("think_tokens_per_sample")
     after["over_budget_rate"] = sum(n > budget for n in per_sample) / len(per_sample)
-    return {"experiment": name, "seed": seed, "budget": budget, "steps": summary["global_steps"],
-            "train_seconds": summary["train_seconds"], "total_seconds": round(seconds, 1), "after": after}
+    run = {"experiment": name, "seed": seed, "budget": budget, "steps": summary["global_steps"],
+           "train_seconds": summary["train_seconds"], "total_seconds": round(seconds, 1), "after": after}
+    if test_records:
+        run["after_test"] = test_scores(Path(summary["model_dir"]), test_records)
+    return run
 
 
-def markdown(before: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+def markdown(before: dict[str, Any], runs: list[dict[str, Any]], before_test: dict[str, Any] | None = None) -> str:
     cols = ["parse_rate", "schema_valid_rate", "micro_f1", "f1_reward", "reward", "think_tokens", "over_budget_rate", "length_term"]
-    head = "| run | seed | " + " | ".join(cols) + " | steps | train s |\n|" + "---|" * (len(cols) + 4)
-    lines = [head, "| SFT (before) | - | " + " | ".join(f"{before[c]:.3f}" for c in cols) + " | - | - |"]
+    head = "| run | seed | " + " | ".join(cols) + " | test F1 (parse) | steps | train s |\n|" + "---|" * (len(cols) + 5)
+
+    def test(scores: dict[str, Any] | None) -> str:
+        return f"{scores['micro_f1']:.3f} ({scores['parse_rate']:.2f})" if scores else "-"
+
+    lines = [head, "| SFT (before) | - | " + " | ".join(f"{before[c]:.3f}" for c in cols) + f" | {test(before_test)} | - | - |"]
     for r in runs:
         a = r["after"]
         lines.append(f"| {r['experiment']} | {r['seed']} | " + " | ".join(f"{a[c]:.3f}" for c in cols)
-                     + f" | {r['steps']} | {r['train_seconds']:.0f} |")
+                     + f" | {test(r.get('after_test'))} | {r['steps']} | {r['train_seconds']:.0f} |")
     return "\n".join(lines)
 
 
-def summarize(sft_dir: Path, records_n: int, before: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(sft_dir: Path, records_n: int, before: dict[str, Any], runs: list[dict[str, Any]],
+              before_test: dict[str, Any] | None = None) -> dict[str, Any]:
     """The result document: settings, before, every run, and min/mean/max of after - before."""
     deltas: dict[str, Any] = {}
     for name in EXPERIMENTS:
@@ -157,9 +181,14 @@ def summarize(sft_dir: Path, records_n: int, before: dict[str, Any], runs: list[
         for key in ("reward", "schema_valid_rate", "parse_rate", "micro_f1", "think_tokens", "over_budget_rate", "length_term"):
             d = [r["after"][key] - before[key] for r in rs]
             deltas[f"{name}/{key}"] = {"min": min(d), "mean": statistics.mean(d), "max": max(d)}
+        if before_test and all("after_test" in r for r in rs):
+            for key in ("micro_f1", "parse_rate"):
+                d = [r["after_test"][key] - before_test[key] for r in rs]
+                deltas[f"{name}/test_{key}"] = {"min": min(d), "mean": statistics.mean(d), "max": max(d)}
     return {
         "sft_model_dir": str(sft_dir),
         "heldout": {"dataset": "conll2003", "split": "dev", "n": records_n, "seed": HELDOUT_SEED},
+        "test": {"dataset": "conll2003", "split": "test", "n": TEST_N, "seed": TEST_SEED, "before": before_test},
         "settings": {
             "sft_recipe": _sft_bench().RECIPE, "sft_seed": SFT_SEED, "grpo_overrides": GRPO_OVERRIDES,
             "length_weight": LENGTH_WEIGHT, "format_weight": FORMAT_WEIGHT, "budget_below_median": BUDGET_BELOW_MEDIAN,
@@ -193,23 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         if len({json.dumps(p["before"], sort_keys=True) for p in parts}) != 1:
             raise SystemExit("the files to merge have different SFT baselines")
         runs = [r for p in parts for r in p["runs"]]
-        result = summarize(Path(parts[0]["sft_model_dir"]), parts[0]["heldout"]["n"], parts[0]["before"], runs)
+        result = summarize(Path(parts[0]["sft_model_dir"]), parts[0]["heldout"]["n"], parts[0]["before"], runs,
+                           (parts[0].get("test") or {}).get("before"))
     else:
         ns.work.mkdir(parents=True, exist_ok=True)
         sft_dir = ns.sft or train_recipe_sft(ns.data, ns.work)
         records = heldout_records(ns.data)
         before, budget = baseline(sft_dir, records)
-        print(f"SFT before: {json.dumps(before)}; length budget {budget}", flush=True)
+        tests = conll_test_sample(ns.data)
+        before_test = test_scores(Path(sft_dir), tests)
+        print(f"SFT before: {json.dumps(before)}; length budget {budget}; test {json.dumps(before_test)}", flush=True)
         runs = []
         for name in ns.experiments:
             for seed in ns.seeds:
-                run = run_experiment(name, seed, sft_dir, ns.data, records, before, ns.work)
+                run = run_experiment(name, seed, sft_dir, ns.data, records, before, ns.work, tests)
                 print(json.dumps(run), flush=True)
                 runs.append(run)
-        result = summarize(sft_dir, len(records), before, runs)
+        result = summarize(sft_dir, len(records), before, runs, before_test)
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(result["before"], result["runs"]))
+    print(markdown(result["before"], result["runs"], result["test"]["before"]))
     print(json.dumps(result["deltas_after_minus_before"], indent=2))
     return 0
 

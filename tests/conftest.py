@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,16 +57,59 @@ def grpo_bench():
     return _bench("grpo_effects")
 
 
+# ------------------------------------------------------------------ the trained model, in the background
+
+SFT_FIXTURE = "sft_model"
+_sft_training: dict[str, Any] = {}
+
+
+def _needs_sft_model(item: pytest.Item) -> bool:
+    return SFT_FIXTURE in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that use the trained model run last (a stable sort), so its training overlaps the rest."""
+    items.sort(key=_needs_sft_model)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start training the session's SFT model (tests/sft_background.py) if a selected test needs it."""
+    if not any(_needs_sft_model(item) for item in session.items) or session.config.option.collectonly:
+        return
+    work = session.config._tmp_path_factory.mktemp("sft-background")  # the session's basetemp, kept as usual
+    data = Path(os.environ.get("RNER_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+    log = (work / "log.txt").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "tests.sft_background", str(work), str(data)], cwd=REPO_ROOT,
+                               stdout=log, stderr=subprocess.STDOUT)
+    _sft_training.update(process=process, work=work, log=log)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    process = _sft_training.get("process")
+    if process is not None and process.poll() is None:  # e.g. the run was interrupted: do not leave it behind
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
-def sft_model(tmp_path_factory: pytest.TempPathFactory, prepared_dir: Path, sft_bench) -> dict:
+def sft_model(data_dir: Path) -> dict:  # data_dir: fails clearly when the datasets are missing
     """The tiny-cpu profile trained exactly as `make run` trains it (bench/sft_learning.py RECIPE,
     seed 0, a measured seed), with held-out scores before and after. Trained once per session
-    (about 9 minutes on 2 cores); the SFT and GRPO learning checks share it.
+    (about 9 minutes on 2 cores) in a background process started after collection
+    (tests/sft_background.py); the SFT, GRPO and serving checks share it.
 
     Keys: cfg, base_dir, model_dir, output_dir, train_file, eval_records, summary, untrained,
     trained, generations.
     """
-    return sft_bench.train_recipe(prepared_dir, tmp_path_factory.mktemp("sft-recipe"), seed=0)
+    from tests.sft_background import ERROR, load_result
+
+    assert _sft_training, "pytest_collection_finish starts the training for every selected test that uses sft_model"
+    process, work = _sft_training["process"], _sft_training["work"]
+    if process.wait() != 0:
+        error = work / ERROR
+        detail = error.read_text() if error.is_file() else (work / "log.txt").read_text()[-3000:]
+        pytest.fail(f"training the session's SFT model failed (exit {process.returncode}):\n{detail}")
+    return load_result(work)
 
 
 @pytest.fixture(scope="session")

@@ -271,8 +271,14 @@ class GRPOSection(_Section):
     reward_length_weight: float = 0.0
     think_token_budget: int | None = Field(None, ge=1, description="Length-aware term: thinking tokens allowed before the penalty.")
     rl_datasets: list[str] = Field(default_factory=lambda: ["conll2003"], description="Training splits sampled for RL.")
-    rl_sample_size: int = 5000
-    rl_per_dataset_cap: int = 10000
+    rl_sample_size: int = Field(5000, description="RL prompts GRPO trains on (proportional per dataset, seeded).")
+    rl_per_dataset_cap: int = Field(10000, description="Each dataset's size is capped at this before proportions are computed.")
+    rl_selection: Literal["random", "partly_right"] = Field(
+        "random", description="Which prompts RL trains on: random = the seeded proportional sample; partly_right = a "
+        "larger pool decoded greedily by the SFT policy, ranked partly right answers (0 < F1 < 1) first (docs/grpo.md).")
+    rl_pool_factor: int = Field(
+        4, ge=1, description="partly_right: the pool is rl_pool_factor x rl_sample_size prompts (capped by what is "
+        "available), of which rl_sample_size are kept.")
     logging_steps: int = 1
     save_steps: int = 200
     output_dir: str = "work/models/grpo"

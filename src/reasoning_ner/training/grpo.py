@@ -257,8 +257,12 @@ def _build_grpo_trainer(
     )
     reward_funcs, weights = build_reward_funcs(cfg.grpo, tokenizer)
     reward_names = [getattr(getattr(f, "func", f), "__name__", type(f).__name__) for f in reward_funcs]
-    dataset, data_stats = build_rl_dataset(cfg, train_files, tokenizer=tokenizer, datasets=datasets)
     args = build_grpo_config(cfg, output_dir, reward_weights=weights, device=device, max_steps=max_steps)
+    if cfg.grpo.rl_selection == "partly_right" and device == "cuda":
+        model.to(args.device)  # the selection decodes the pool greedily: on this process's GPU, not the CPU
+    dataset, data_stats = build_rl_dataset(
+        cfg, train_files, tokenizer=tokenizer, datasets=datasets, policy=(model, tokenizer)
+    )
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,

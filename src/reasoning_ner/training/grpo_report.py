@@ -139,6 +139,9 @@ def grpo_card_section(summary: dict[str, Any]) -> str:
     """The ``## GRPO`` section appended to the exported model's card: rewards, RL data, where to look."""
     data = summary["rl_data"]
     sampled = ", ".join(f"`{k}` {v}" for k, v in data["sampled"].items())
+    sel = data.get("selection")
+    chosen = (f", chosen from a pool of {sel['pool_size']} by the SFT policy's greedy F1, partly right answers first "
+              f"(grpo.rl_selection=partly_right; per rank {sel['selected_per_rank']}); the pool was" if sel else ",")
     return f"""## GRPO
 
 Reasoning enhancement with trl's `GRPOTrainer` (trl {summary['versions'].get('trl')}) from the SFT
@@ -150,7 +153,7 @@ parse failure and 0 for empty gold with an empty prediction (reference `safe_div
 the correct empty answer); `format_reward` and `length_reward` are the optional format and
 length-aware terms (`reasoning_ner.rewards`).
 
-RL prompts: {data['sampled_total']} ({sampled}), proportional per dataset after capping each at
+RL prompts: {data['sampled_total']} ({sampled}){chosen} proportional per dataset after capping each at
 {data['per_dataset_cap']}, seed {data['seed']}; prompts over {data.get('max_prompt_length')} tokens dropped
 ({data.get('dropped_over_max_prompt_length')}). Final metrics are the last logging window of training
 (rollouts at temperature {summary['trl_args']['temperature']}), not a held-out evaluation. Curves: `plots/`;

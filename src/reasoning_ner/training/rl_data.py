@@ -15,6 +15,11 @@ method so they add up to exactly the requested total (the reference floors each 
 stream derived from ``(seed, dataset name)``, so adding a dataset to the pool does not change
 which records the others contribute.
 
+Selection (``grpo.rl_selection``): ``random`` trains on that sample; ``partly_right`` samples a
+pool of ``grpo.rl_pool_factor`` x the total the same way, and the policy picks the total from it by
+its greedy answers' F1 (:mod:`reasoning_ner.training.rl_select`: prompts whose F1 reward can vary
+within a GRPO group first).
+
 Leakage guards: the zero-shot evaluation datasets (config ``data.zero_shot_datasets``; the
 reference leaked MIT Movie/Restaurant into RL) are excluded by default and refused with an
 error when requested, and ``test``-split records are refused.
@@ -209,6 +214,32 @@ def rl_features() -> Any:
     )
 
 
+def _select_from_pool(cfg: Config, pool: RLSample, policy: tuple[Any, Any], total: int, seed: int) -> RLSample:
+    """``total`` records of the sampled ``pool`` chosen by the policy (partly right first); the
+    top-level stats then describe what GRPO trains on, the pool and the ranking go under ``selection``."""
+    from .rl_select import select_partly_right
+
+    model, tokenizer = policy
+    selection = select_partly_right(model, tokenizer, pool.records, cfg, total, seed)
+    chosen = list(selection.records)
+    random.Random(seed).shuffle(chosen)  # rank order must not become the training order
+    per_dataset = Counter(r.dataset or "unknown" for r in chosen)
+    stats = {
+        **pool.stats,
+        "requested_total": total,
+        "sampled_total": len(chosen),
+        "sampled": {name: per_dataset[name] for name in pool.stats["sampled"]},
+        "selection": {
+            "method": "partly_right",
+            "pool_factor": cfg.grpo.rl_pool_factor,
+            "pool_requested": pool.stats["requested_total"],
+            "pool_sampled": pool.stats["sampled"],
+            **selection.stats,
+        },
+    }
+    return RLSample(chosen, stats)
+
+
 def build_rl_dataset(
     cfg: Config,
     train_files: Iterable[str | Path],
@@ -216,15 +247,25 @@ def build_rl_dataset(
     datasets: Iterable[str] | None = None,
     total: int | None = None,
     seed: int | None = None,
+    policy: tuple[Any, Any] | None = None,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Read canonical JSONL files, drop over-long prompts (with a tokenizer), sample, and build
     the ``datasets.Dataset`` GRPO trains on. Returns ``(dataset, stats)``.
 
     Defaults come from the config: ``grpo.rl_datasets``, ``grpo.rl_sample_size``,
     ``grpo.rl_per_dataset_cap``, ``seed``, ``grpo.max_prompt_length``, ``prompt.style``.
+    With ``grpo.rl_selection = partly_right`` the sample is a pool of ``grpo.rl_pool_factor`` x
+    the total, from which ``policy`` (``(model, tokenizer)``) picks the total by its greedy answers'
+    F1 (:mod:`.rl_select`); the stats then carry a ``selection`` entry.
     """
     from datasets import Dataset
 
+    select = cfg.grpo.rl_selection == "partly_right"
+    if select and policy is None:
+        raise RLDataError(
+            "grpo.rl_selection=partly_right ranks the RL pool by the policy's greedy answers, so it needs the policy "
+            "(policy=(model, tokenizer)); set grpo.rl_selection=random to sample without one"
+        )
     files = [Path(f) for f in train_files]
     if not files:
         raise RLDataError("no RL training files given")
@@ -245,14 +286,18 @@ def build_rl_dataset(
             else:
                 kept.append(rec)
         records = kept
+    total = cfg.grpo.rl_sample_size if total is None else total
+    seed = cfg.seed if seed is None else seed
     sample = sample_records(
         records,
-        total=cfg.grpo.rl_sample_size if total is None else total,
+        total=total * cfg.grpo.rl_pool_factor if select else total,
         cap=cfg.grpo.rl_per_dataset_cap,
-        seed=cfg.seed if seed is None else seed,
+        seed=seed,
         datasets=cfg.grpo.rl_datasets if datasets is None else datasets,
         zero_shot=cfg.data.zero_shot_datasets,
     )
+    if select and policy is not None:
+        sample = _select_from_pool(cfg, sample, policy, total, seed)
     if not sample.records:
         raise RLDataError("the RL sample is empty (rl_sample_size 0, or every prompt is over max_prompt_length)")
     stats = {
