@@ -64,6 +64,13 @@ VLLM_POD_SUFFIX = f"-{VLLM_JOB}-0-0-abcde"
 
 
 
+def dns_label(v: str) -> str:
+    """``v`` if it is a DNS label (namespace, PVC and runtime names), else a ValueError naming it."""
+    if len(v) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", v):
+        raise ValueError(f"{v!r} is not a DNS label")
+    return v
+
+
 def _image() -> str:
     from ..images import image
 
@@ -93,9 +100,7 @@ class VLLMRuntimeSettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _runtime_name(cls, v: str) -> str:
-        if len(v) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", v):
-            raise ValueError(f"{v!r} is not a DNS label")
-        return v
+        return dns_label(v)
 
     @field_validator("gpus")
     @classmethod

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 from .trainer_runtime import (
     API_VERSION, DEFAULT_RUNTIME, GROUP, KIND, NAME_RE, QUANTITY_RE, RESERVED_ENV, TRAINER_CONTAINER, TRAINER_JOB,
-    VLLM_CONTAINER, VLLM_JOB, VLLM_POD_SUFFIX, VLLMRuntimeSettings, _image,
+    VLLM_CONTAINER, VLLM_JOB, VLLM_POD_SUFFIX, VLLMRuntimeSettings, _image, dns_label,
 )
 
 #: The ``runtimePatches`` entry this project owns (list-map key).
@@ -135,9 +135,7 @@ class TrainJobSettings(BaseModel):
     @field_validator("namespace", "shared_pvc")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if len(v) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", v):
-            raise ValueError(f"{v!r} is not a DNS label")
-        return v
+        return dns_label(v)
 
     @field_validator("image_pull_secrets")
     @classmethod
