@@ -39,6 +39,7 @@ from components.evaluate_model.component import evaluate_model
 from components.fetch_data.component import fetch_data
 from components.promote_model.component import promote_model
 from components.synthesize_cot.component import synthesize_cot
+from components.submit_grpo_trainjob.component import submit_grpo_trainjob
 from components.submit_trainjob.component import submit_trainjob
 from components.train_grpo.component import train_grpo
 from components.train_sft.component import train_sft
@@ -162,10 +163,14 @@ HELP = {
     "canary_percent": "Knative mode: traffic share of the new model before promotion to 100 %; 0 = switch at once. "
                       "Standard mode (the chart's default) always rolls out directly.",
     "multi_node": "Run SFT as a Kubeflow Trainer TrainJob on several GPU nodes.",
-    "train_nodes": "Nodes of the multi-node TrainJob.",
-    "sft_launcher": "Launcher inside the TrainJob: accelerate (DeepSpeed ZeRO-3) or torchrun.",
+    "multi_node_grpo": "Run GRPO as a Kubeflow Trainer TrainJob on several GPU nodes (vLLM server mode: the server "
+                       "runs as a role of the job, from the TrainingRuntime grpo_vllm_runtime).",
+    "grpo_vllm_runtime": "TrainingRuntime with the vLLM server role (the chart's multiNode.grpoRuntime.name).",
+    "grpo_vllm_gpus": "GPUs of that runtime's vLLM server pod (the chart's multiNode.grpoRuntime.vllm.gpus).",
+    "train_nodes": "Nodes of the multi-node TrainJobs (trainers; the vLLM server has its own pod).",
+    "sft_launcher": "Launcher inside the TrainJobs (SFT and GRPO): accelerate (DeepSpeed ZeRO-3) or torchrun.",
     "shared_pvc": "ReadWriteMany PVC shared by the TrainJob's nodes and this run.",
-    "trainjob_runtime": "Kubeflow Trainer (Cluster)TrainingRuntime name.",
+    "trainjob_runtime": "Kubeflow Trainer ClusterTrainingRuntime of the TrainJobs without a vLLM server role.",
     "trainjob_timeout_hours": "Give up on the TrainJob after this many hours.",
 }
 
@@ -179,7 +184,7 @@ def _documented(summary: str) -> Callable[[Callable[..., str]], Callable[..., st
 
 
 def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | None = None) -> dict[str, dsl.PipelineTask]:
-    """The stages shared by both variants; ``trainjob`` (cluster) adds the multi-node SFT branch."""
+    """The stages shared by both variants; ``trainjob`` (cluster) adds the multi-node SFT and GRPO branches."""
     fetch = fetch_data(repo_url=p["repo_url"], revision=p["revision"], data_path=p["data_path"], dvc_remote=p["dvc_remote"])
     prepared, profile = fetch.outputs["prepared"], p["profile"]
     synth = synthesize_cot(prepared=prepared, profile=profile, teacher_url=p["teacher_url"],
@@ -203,12 +208,25 @@ def _steps(p: dict[str, Any], workspace_dir: str, trainjob: dict[str, Any] | Non
             sft = train_sft(**sft_args, workspace_dir=workspace_dir).after(validate)
         sft_model = dsl.OneOf(submit.outputs["model"], sft.outputs["model"])
         extra["submit_trainjob"] = submit
-    grpo = train_grpo(sft_model=sft_model, prepared=prepared, profile=profile, group_size=p["grpo_group_size"],
-                      learning_rate=p["grpo_learning_rate"], max_steps=p["grpo_max_steps"], use_lora=p["use_lora"],
-                      use_vllm=p["use_vllm"], workspace_dir=workspace_dir)
-    evaluate = evaluate_model(model=grpo.outputs["model"], prepared=prepared, profile=profile, suite=p["eval_suite"],
+    grpo_args = dict(sft_model=sft_model, prepared=prepared, profile=profile, group_size=p["grpo_group_size"],
+                     learning_rate=p["grpo_learning_rate"], max_steps=p["grpo_max_steps"], use_lora=p["use_lora"],
+                     use_vllm=p["use_vllm"])
+    if trainjob is None:
+        grpo = train_grpo(**grpo_args, workspace_dir=workspace_dir)
+        grpo_model = grpo.outputs["model"]
+    else:  # GRPO too may run as a TrainJob, with the vLLM server as a role of the job
+        with dsl.If(p["multi_node_grpo"] == True, name="multi-node-grpo"):  # noqa: E712 (a pipeline condition)
+            submit_grpo = submit_grpo_trainjob(**grpo_args, **trainjob, image=image("train-gpu"),
+                                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, namespace="",
+                                               shared_dir=SHARED_MOUNT, poll_seconds=30.0,
+                                               vllm_runtime=p["grpo_vllm_runtime"], vllm_gpus=p["grpo_vllm_gpus"])
+        with dsl.Else(name="single-pod-grpo"):
+            grpo = train_grpo(**grpo_args, workspace_dir=workspace_dir)
+        grpo_model = dsl.OneOf(submit_grpo.outputs["model"], grpo.outputs["model"])
+        extra["submit_grpo_trainjob"] = submit_grpo
+    evaluate = evaluate_model(model=grpo_model, prepared=prepared, profile=profile, suite=p["eval_suite"],
                               limit=p["eval_limit"])
-    promote = promote_model(model=grpo.outputs["model"], report_json=evaluate.outputs["report_json"],
+    promote = promote_model(model=grpo_model, report_json=evaluate.outputs["report_json"],
                             profile=profile, registry_uri=p["registry_uri"], min_gate_value=p["min_gate_value"])
     promote.set_caching_options(False)  # the champion may have moved since a cached run
     return {"fetch": fetch, "synthesize": synth, "validate": validate, "sft": sft, "grpo": grpo,
@@ -256,6 +274,9 @@ def cluster_pipeline(
     inference_service: str = "reasoning-ner",
     canary_percent: int = 10,
     multi_node: bool = False,
+    multi_node_grpo: bool = False,
+    grpo_vllm_runtime: str = "reasoning-ner-grpo-vllm",
+    grpo_vllm_gpus: int = 1,
     train_nodes: int = 2,
     sft_launcher: str = "accelerate",
     shared_pvc: str = "reasoning-ner-shared",
@@ -275,8 +296,9 @@ def cluster_pipeline(
     _secrets(check, "s3")
     for name in ("sft", "submit_trainjob"):
         tasks[name].after(check)
-    _resources(tasks["submit_trainjob"], "cpu")
-    kubernetes.mount_pvc(tasks["submit_trainjob"], pvc_name=p["shared_pvc"], mount_path=SHARED_MOUNT)
+    for name in ("submit_trainjob", "submit_grpo_trainjob"):
+        _resources(tasks[name], "cpu")
+        kubernetes.mount_pvc(tasks[name], pvc_name=p["shared_pvc"], mount_path=SHARED_MOUNT)
     _secrets(tasks["fetch"], "git", "s3")
     _secrets(tasks["synthesize"], "teacher", "s3")  # s3: NER-CoT records in the bucket (sft_data ner-cot)
     for name in ("fetch", "synthesize", "validate", "promote"):

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 from pydantic import ValidationError
 
 from reasoning_ner.images import image
-from reasoning_ner.k8s.trainer_runtime import API_VERSION, RESERVED_ENV, phase, trainjob_problems
+from reasoning_ner.k8s.trainer_runtime import API_VERSION, RESERVED_ENV, VLLMRuntimeSettings, phase, trainjob_problems
 from reasoning_ner.k8s.trainjob import ACCELERATE_CONFIG, PATCH_MANAGER, TrainJobSettings, build_trainjob, trainjob_name
 from tests.stubs import Reply, StubAPIServer, k8s_status
 
@@ -199,7 +201,7 @@ def _all_dag_tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return tasks
 
 
-def test_pipeline_runs_sft_as_a_trainjob_when_multi_node(tmp_path: Path) -> None:
+def test_pipeline_runs_sft_and_grpo_as_trainjobs_when_multi_node(tmp_path: Path) -> None:
     import yaml
     from kfp import compiler
 
@@ -209,26 +211,40 @@ def test_pipeline_runs_sft_as_a_trainjob_when_multi_node(tmp_path: Path) -> None
     compiler.Compiler().compile(build_pipeline(cluster=True), str(out))
     spec, platform = list(yaml.safe_load_all(out.read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["multi_node"]["defaultValue"] is False
+    assert params["multi_node"]["defaultValue"] is False and params["multi_node_grpo"]["defaultValue"] is False
+    assert params["grpo_vllm_runtime"]["defaultValue"] == VLLMRuntimeSettings().name, "the chart's default runtime"
     tasks = _all_dag_tasks(spec)
     submit, sft, grpo = tasks["submit-trainjob"], tasks["train-sft"], tasks["train-grpo"]
-    # Two exclusive branches on multi_node, joined with dsl.OneOf into GRPO's input.
-    branches = [t for name, t in spec["root"]["dag"]["tasks"].items() if name.startswith("condition-branches")]
-    assert len(branches) == 1
-    conds = [t["triggerPolicy"]["condition"] for t in tasks.values() if "multi_node" in json.dumps(t.get("triggerPolicy", {}))]
-    assert len(conds) == 2 and any(c.startswith("!(") for c in conds)
-    oneof = grpo["inputs"]["artifacts"]["sft_model"]["taskOutputArtifact"]
-    assert oneof["producerTask"].startswith("condition-branches") and "oneof" in oneof["outputArtifactKey"]
+    submit_grpo = tasks["submit-grpo-trainjob"]
+    # Two exclusive branches per switch, each pair joined with dsl.OneOf into the next stage's input.
+    branches = {name: t for name, t in spec["root"]["dag"]["tasks"].items() if name.startswith("condition-branches")}
+    assert len(branches) == 2
+    for switch in ("multi_node", "multi_node_grpo"):
+        conds = [t["triggerPolicy"]["condition"] for t in tasks.values()
+                 if f"['pipelinechannel--{switch}']" in t.get("triggerPolicy", {}).get("condition", "")]
+        assert len(conds) == 2 and any(c.startswith("!(") for c in conds), (switch, conds)
+    sft_in = [grpo["inputs"]["artifacts"]["sft_model"], submit_grpo["inputs"]["artifacts"]["sft_model"]]
+    assert all("oneof" in json.dumps(a) for a in sft_in), "both GRPO branches start from the SFT OneOf"
+    for consumer in ("evaluate-model", "promote-model"):
+        model_in = spec["root"]["dag"]["tasks"][consumer]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+        assert model_in["producerTask"].startswith("condition-branches") and "oneof" in model_in["outputArtifactKey"]
     executors = spec["deploymentSpec"]["executors"]
-    assert executors["exec-submit-trainjob"]["container"]["image"] == image("cpu")
-    assert "accelerator" not in executors["exec-submit-trainjob"]["container"].get("resources", {})
-    assert executors["exec-train-sft"]["container"]["image"] == image("train-gpu")
-    assert "accelerator" in executors["exec-train-sft"]["container"]["resources"]
+    for name in ("exec-submit-trainjob", "exec-submit-grpo-trainjob"):
+        assert executors[name]["container"]["image"] == image("cpu")
+        assert "accelerator" not in executors[name]["container"].get("resources", {})
+    for name in ("exec-train-sft", "exec-train-grpo"):
+        assert executors[name]["container"]["image"] == image("train-gpu")
+        assert "accelerator" in executors[name]["container"]["resources"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    (mount,) = k8s["exec-submit-trainjob"]["pvcMount"]
-    assert mount["mountPath"] == "/shared" and "shared_pvc" in json.dumps(mount["pvcNameParameter"])
-    assert submit["inputs"]["parameters"]["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
-    assert "validate-data" in branches[0]["dependentTasks"], "both branches train only on validated data"
+    for name in ("exec-submit-trainjob", "exec-submit-grpo-trainjob"):
+        (mount,) = k8s[name]["pvcMount"]
+        assert mount["mountPath"] == "/shared" and "shared_pvc" in json.dumps(mount["pvcNameParameter"])
+    for step in (submit, submit_grpo):
+        assert step["inputs"]["parameters"]["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+        assert step["inputs"]["parameters"]["image"] == {"runtimeValue": {"constant": image("train-gpu")}}
+    assert submit_grpo["inputs"]["parameters"]["vllm_runtime"]["componentInputParameter"].endswith("grpo_vllm_runtime")
+    sft_branches = next(t for t in branches.values() if "validate-data" in t["dependentTasks"])
+    assert "check-registry" in sft_branches["dependentTasks"], "both SFT branches train only on validated data"
     assert sft["componentRef"]["name"] == "comp-train-sft"
 
 
@@ -467,34 +483,21 @@ def test_a_refused_trainjob_names_the_api_servers_reason() -> None:
 # ------------------------------------------------------------------------------ component end to end
 
 
-def test_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared_dir: Path, monkeypatch: Any) -> None:
-    """submit_trainjob as the pipeline runs it: stage data on the "shared volume", create the TrainJob
-    through a kubeconfig (the real client's config path), and collect the model the TrainJob's own
-    command (torchrun -m reasoning_ner.training.sft ..., one CPU process) writes there."""
-    from kfp.dsl import HTML, Dataset, Metrics, Model
-    from transformers import AutoModelForCausalLM
-
-    from components.submit_trainjob.component import submit_trainjob
+def _micro_base(tmp_path: Path, prepared_dir: Path) -> Path:
     from reasoning_ner.config import TinyModelConfig
-    from reasoning_ner.cot.offline import offline_chain
     from reasoning_ner.modeling import init_tiny
-    from reasoning_ner.records import read_records, write_jsonl
 
     base = tmp_path / "micro-base"
     init_tiny(base, TinyModelConfig(vocab_size=800, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                     num_attention_heads=2, num_key_value_heads=1, tokenizer_corpus_limit=500),
               data_dir=prepared_dir)
-    cot_dir = tmp_path / "cot"
-    cot_dir.mkdir()
-    recs = read_records(prepared_dir / "conll2003" / "train.jsonl")[:48]
-    for rec in recs:
-        rec.cot = offline_chain(rec, "compact")
-    write_jsonl(cot_dir / "accepted.jsonl", recs)
-    prep_dir = tmp_path / "prepared"
-    prep_dir.mkdir()
-    (prep_dir / "lineage.json").write_text(json.dumps({"commit": "abc123", "md5": "m"}))
-    shared = tmp_path / "shared"
-    shared.mkdir()
+    return base
+
+
+@contextmanager
+def _stub_cluster(tmp_path: Path, monkeypatch: Any) -> Iterator[FakeTrainer]:
+    """A FakeTrainer that runs the TrainJob's own command on this CPU, reached through a kubeconfig (the
+    real client's config path) from a step pod whose own pull Secret is ``ghcr-pull``."""
     log = open(tmp_path / "node-0.log", "wb")
     cwd = tmp_path / "app"  # the image's WORKDIR: no params.yaml there
     cwd.mkdir()
@@ -511,33 +514,118 @@ def test_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared
             "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "pipeline", "namespace": NS}}]}))
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        model = Model(name="model", uri=str(tmp_path / "out-model"))
-        metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
-        curves = HTML(name="curves", uri=str(tmp_path / "curves.html"))
-        submit_trainjob.python_func(
-            cot=Dataset(name="cot", uri=str(cot_dir), metadata={"accepted": len(recs)}),
-            prepared=Dataset(name="prepared", uri=str(prep_dir)),
-            profile="tiny-cpu", base_model=str(base), use_lora=False, epochs=0.0, learning_rate=0.0, max_steps=2,
-            num_nodes=1, gpus_per_node=1, accelerator_type="nvidia.com/gpu",
-            node_selector={"pool": "gpu"}, tolerations=[], shared_pvc="reasoning-ner-shared", shared_dir=str(shared),
-            run_id="run-42", namespace=NS, runtime="torch-distributed", timeout_hours=0.05, poll_seconds=0.2,
-            launcher="torchrun", model=model, metrics=metrics, curves=curves,
-            image=image("train-gpu", "sha-0123456789ab"))
-    log.close()
+        try:
+            yield fake
+        finally:
+            log.close()
     assert fake.proc is not None and fake.proc.returncode == 0, (tmp_path / "node-0.log").read_text()[-3000:]
+
+
+def _outputs(tmp_path: Path) -> dict[str, Any]:
+    from kfp.dsl import HTML, Metrics, Model
+
+    return {"model": Model(name="model", uri=str(tmp_path / "out-model")),
+            "metrics": Metrics(name="metrics", uri=str(tmp_path / "metrics")),
+            "curves": HTML(name="curves", uri=str(tmp_path / "curves.html"))}
+
+
+#: The cluster parameters both submitting steps take, as the pipeline passes them.
+CLUSTER_ARGS = dict(num_nodes=1, gpus_per_node=1, accelerator_type="nvidia.com/gpu", node_selector={"pool": "gpu"},
+                    tolerations=[], shared_pvc="reasoning-ner-shared", run_id="run-42", namespace=NS,
+                    runtime="torch-distributed", timeout_hours=0.05, poll_seconds=0.2, launcher="torchrun",
+                    image=image("train-gpu", "sha-0123456789ab"))
+
+
+def _check_created_job(fake: FakeTrainer, name: str) -> dict[str, Any]:
     (post,) = [r for r in fake.requests if r["method"] == "POST"]
     job = post["body"]
-    assert job["metadata"]["name"] == "rner-sft-run-42" and job["metadata"]["namespace"] == NS
+    assert job["metadata"]["name"] == name and job["metadata"]["namespace"] == NS
     assert trainjob_problems(job) == []
-    assert fake.argv[1:3] == ["-m", "reasoning_ner.training.sft"]
-    assert f"--data {shared}/trainjobs/rner-sft-run-42/data/accepted.jsonl" in " ".join(fake.argv)
     assert pod_patch(job)["nodeSelector"] == {"pool": "gpu"}
     assert pod_patch(job)["imagePullSecrets"] == [{"name": "ghcr-pull"}], "the step's own pull Secrets"
     assert job["spec"]["trainer"]["image"] == image("train-gpu", "sha-0123456789ab"), "the image the pipeline passed"
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake.requests)
+    return job
+
+
+def test_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared_dir: Path, monkeypatch: Any) -> None:
+    """submit_trainjob as the pipeline runs it: stage data on the "shared volume", create the TrainJob
+    through a kubeconfig, and collect the model the TrainJob's own command (torchrun -m
+    reasoning_ner.training.sft ..., one CPU process) writes there."""
+    from kfp.dsl import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from components.submit_trainjob.component import submit_trainjob
+    from reasoning_ner.cot.offline import offline_chain
+    from reasoning_ner.records import read_records, write_jsonl
+
+    base = _micro_base(tmp_path, prepared_dir)
+    cot_dir = tmp_path / "cot"
+    cot_dir.mkdir()
+    recs = read_records(prepared_dir / "conll2003" / "train.jsonl")[:48]
+    for rec in recs:
+        rec.cot = offline_chain(rec, "compact")
+    write_jsonl(cot_dir / "accepted.jsonl", recs)
+    prep_dir = tmp_path / "prepared"
+    prep_dir.mkdir()
+    (prep_dir / "lineage.json").write_text(json.dumps({"commit": "abc123", "md5": "m"}))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    out = _outputs(tmp_path)
+    with _stub_cluster(tmp_path, monkeypatch) as fake:
+        submit_trainjob.python_func(
+            cot=Dataset(name="cot", uri=str(cot_dir), metadata={"accepted": len(recs)}),
+            prepared=Dataset(name="prepared", uri=str(prep_dir)),
+            profile="tiny-cpu", base_model=str(base), use_lora=False, epochs=0.0, learning_rate=0.0, max_steps=2,
+            shared_dir=str(shared), **CLUSTER_ARGS, **out)
+    model, metrics, curves = out["model"], out["metrics"], out["curves"]
+    _check_created_job(fake, "rner-sft-run-42")
+    assert fake.argv[1:3] == ["-m", "reasoning_ner.training.sft"]
+    assert f"--data {shared}/trainjobs/rner-sft-run-42/data/accepted.jsonl" in " ".join(fake.argv)
     assert AutoModelForCausalLM.from_pretrained(model.path) is not None
     assert json.loads((Path(model.path) / "lineage.json").read_text())["data"]["commit"] == "abc123"
     assert model.metadata["trainjob"] == f"{NS}/rner-sft-run-42" and model.metadata["steps"] == 2
     assert metrics.metadata["steps"] == 2
     assert "TrainJob ml/rner-sft-run-42" in Path(curves.path).read_text()
     assert (shared / "trainjobs" / "rner-sft-run-42" / "trainjob-result.json").is_file()
+
+
+def test_grpo_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, prepared_dir: Path,
+                                                             monkeypatch: Any) -> None:
+    """submit_grpo_trainjob as the pipeline runs it: the SFT model and the RL pool staged on the
+    "shared volume", the TrainJob's own command (torchrun -m reasoning_ner.training.grpo ...) run on
+    this CPU, and the policy it exports collected, with the lineage the SFT model carried."""
+    from kfp.dsl import Dataset, Model
+    from safetensors.torch import load_file
+
+    from components.submit_grpo_trainjob.component import submit_grpo_trainjob
+    from reasoning_ner.records import read_records, write_jsonl
+
+    sft_model = _micro_base(tmp_path, prepared_dir)
+    (sft_model / "lineage.json").write_text(json.dumps({"data": {"commit": "abc123"}, "sft": {"steps": 2}}))
+    prep_dir = tmp_path / "prepared"
+    write_jsonl(prep_dir / "data" / "conll2003" / "train.jsonl",
+                read_records(prepared_dir / "conll2003" / "train.jsonl")[:64])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    out = _outputs(tmp_path)
+    with _stub_cluster(tmp_path, monkeypatch) as fake:
+        submit_grpo_trainjob.python_func(
+            sft_model=Model(name="sft", uri=str(sft_model)), prepared=Dataset(name="prepared", uri=str(prep_dir)),
+            profile="tiny-cpu", group_size=2, learning_rate=0.0, max_steps=1, use_lora=False, use_vllm=False,
+            shared_dir=str(shared), vllm_runtime="reasoning-ner-grpo-vllm", vllm_gpus=1, **CLUSTER_ARGS, **out)
+    model, metrics, curves = out["model"], out["metrics"], out["curves"]
+    job = _check_created_job(fake, "rner-grpo-run-42")
+    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed", "no vLLM server role without vLLM"
+    root = shared / "trainjobs" / "rner-grpo-run-42"
+    argv = " ".join(fake.argv)
+    assert fake.argv[1:3] == ["-m", "reasoning_ner.training.grpo"]
+    assert f"--model {root}/sft-model --data {root}/data/conll2003/train.jsonl --out {root}/out" in argv
+    assert "--set grpo.num_generations=2" in argv and "--set grpo.max_steps=1" in argv
+    weights = load_file(Path(model.path) / "model.safetensors")
+    start = load_file(sft_model / "model.safetensors")
+    assert weights.keys() == start.keys()
+    assert json.loads((Path(model.path) / "lineage.json").read_text())["data"]["commit"] == "abc123"
+    assert model.metadata["trainjob"] == f"{NS}/rner-grpo-run-42" and model.metadata["vllm_server_role"] is False
+    assert metrics.metadata["trainjob_seconds"] > 0
+    assert "GRPO (TrainJob ml/rner-grpo-run-42" in Path(curves.path).read_text()

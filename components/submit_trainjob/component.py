@@ -70,17 +70,16 @@ def submit_trainjob(
     """
     from pathlib import Path
 
-    from components.submit_trainjob.trainjob_client import in_cluster_namespace, own_pod_pull_secrets, run_trainjob
+    from components.submit_trainjob.trainjob_client import in_cluster_namespace, own_pod_pull_secrets, train_on_the_cluster
     from reasoning_ner.config import resolve_config
-    from reasoning_ner.k8s.trainjob import build_trainjob
-    from reasoning_ner.k8s.trainjob_step import collect_model, stage_inputs, step_settings
+    from reasoning_ner.k8s.trainjob_step import stage_inputs, step_settings
     from reasoning_ner.lineage import sft_lineage
     from reasoning_ner.steps import base_model_path, report_html, sft_metrics, sft_overrides
 
     overrides = sft_overrides(use_lora, epochs, learning_rate, max_steps)
     cfg = resolve_config(profile=profile, overrides=overrides)  # fail here, not on the GPU nodes
     lineage = sft_lineage(prepared.path, cot.metadata)
-    run = stage_inputs(shared_dir, run_id, Path(cot.path) / "accepted.jsonl", lineage)
+    run = stage_inputs(shared_dir, run_id, {"accepted.jsonl": Path(cot.path) / "accepted.jsonl"}, lineage)
     # tiny: built once on the shared volume, where every node reads it
     base = base_model_path(cfg, base_model, run.root, Path(prepared.path) / "data")
     namespace = namespace or in_cluster_namespace()
@@ -91,12 +90,7 @@ def submit_trainjob(
         tolerations=tolerations, timeout_hours=timeout_hours, image_pull_secrets=own_pod_pull_secrets(namespace),
         image=image,
     )
-    obj = build_trainjob(settings)
-    run.save("trainjob.json", obj)
-    result = run_trainjob(obj, timeout_s=timeout_hours * 3600, poll_s=poll_seconds)
-    run.save("trainjob-result.json", result.to_dict())
-
-    summary = collect_model(run, model.path, lineage)
+    summary, result = train_on_the_cluster(settings, run, model.path, lineage, timeout_hours, poll_seconds)
     trainjob = f"{settings.namespace}/{run.name}"
     model.metadata.update({"stage": "sft", "base_model": base_model or cfg.model.base_model, "steps": summary["steps"],
                            "trainjob": trainjob, "nodes": num_nodes, "gpus": num_nodes * gpus_per_node})

@@ -318,3 +318,19 @@ def run_trainjob(
         finally:
             watch.result.final = watch.last or None
             watch.result.seconds = round(time.monotonic() - watch.started, 3)
+
+
+def train_on_the_cluster(settings: Any, run: Any, model_dir: str, lineage: dict[str, Any], timeout_hours: float,
+                         poll_seconds: float) -> tuple[dict[str, Any], TrainJobResult]:
+    """What both submitting steps do once their inputs are staged: build the TrainJob from ``settings``
+    (:class:`reasoning_ner.k8s.trainjob.TrainJobSettings`), keep it and its result next to the ``run``
+    (:class:`reasoning_ner.k8s.trainjob_step.SharedRun`) on the shared volume, wait for it, and copy the
+    model rank 0 exported into ``model_dir``. Returns the training summary and the TrainJob's result."""
+    from reasoning_ner.k8s.trainjob import build_trainjob
+    from reasoning_ner.k8s.trainjob_step import collect_model
+
+    obj = build_trainjob(settings)
+    run.save("trainjob.json", obj)
+    result = run_trainjob(obj, timeout_s=timeout_hours * 3600, poll_s=poll_seconds)
+    run.save("trainjob-result.json", result.to_dict())
+    return collect_model(run, model_dir, lineage), result

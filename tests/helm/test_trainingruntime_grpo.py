@@ -76,3 +76,26 @@ def test_schema_refuses_a_server_without_gpus_naming_the_key() -> None:
 
 def test_valid_against_the_crd() -> None:
     assert validate(template_objects(TEMPLATE, ON)) == []
+
+
+def test_the_pipelines_run_parameters_default_to_the_charts_runtime() -> None:
+    """A run with multi_node_grpo=true and default parameters names the runtime the chart installs by
+    default, with its server GPUs; the paper profiles' server port is the runtime's; NOTES say so for
+    changed values."""
+    import yaml
+
+    from pipelines.reasoning_ner_pipeline import COMPILED
+    from reasoning_ner.config import resolve_config
+
+    from .chart_tools import render_files
+
+    section = chart_defaults()["multiNode"]["grpoRuntime"]
+    params = next(yaml.safe_load_all(COMPILED.read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert params["grpo_vllm_runtime"]["defaultValue"] == section["name"]
+    assert params["grpo_vllm_gpus"]["defaultValue"] == section["vllm"]["gpus"]
+    for profile in ("qwen3-1.7b", "qwen3-8b"):
+        assert resolve_config(profile=profile).grpo.vllm_server_port == section["vllm"]["port"], profile
+    notes = render_files({"multiNode": {"enabled": True, "grpoRuntime": {
+        "enabled": True, "name": "team-grpo", "vllm": {"gpus": 2, "port": 8001}}}})["templates/NOTES.txt"]
+    assert "keep grpo_vllm_runtime=team-grpo and grpo_vllm_gpus=2; the profile's grpo.vllm_server_port must be 8001" in notes
+    assert "grpo_vllm_runtime" not in render_files(ON | {"multiNode": {"enabled": True}})["templates/NOTES.txt"]

@@ -400,10 +400,10 @@ def build_trainjob(s: TrainJobSettings) -> dict[str, Any]:
     }
 
 
-def trainjob_name(run_id: str, prefix: str = "rner-sft") -> str:
+def trainjob_name(run_id: str, prefix: str = "rner-sft", max_len: int = 63) -> str:
     """A TrainJob name derived from a pipeline run id: deterministic (a retried step re-attaches)."""
     slug = re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-") or "run"
-    name = f"{prefix}-{slug}"[:63].rstrip("-")
+    name = f"{prefix}-{slug}"[:max_len].rstrip("-")
     if not NAME_RE.match(name):
         raise TrainJobError(f"cannot make a TrainJob name from {run_id!r}")
     return name

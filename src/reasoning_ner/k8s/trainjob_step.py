@@ -1,11 +1,12 @@
-"""What the ``submit_trainjob`` pipeline step does around its TrainJob, all but the API calls.
+"""What the ``submit_trainjob`` (SFT) and ``submit_grpo_trainjob`` pipeline steps do around their TrainJob,
+all but the API calls.
 
-The step (``components/submit_trainjob``) stages its inputs on the shared ReadWriteMany volume
+Each step (``components/submit_trainjob``, ``components/submit_grpo_trainjob``) stages its inputs on the shared ReadWriteMany volume
 (:func:`stage_inputs`), sizes the TrainJob from the step's parameters (:func:`step_settings`, then
 :func:`.trainjob.build_trainjob`), lets ``components/submit_trainjob/trainjob_client.py`` create and
 follow it (the only code that needs the Kubernetes client), and hands back what rank 0 wrote
 (:func:`collect_model`). The overrides, metrics and report come from :mod:`reasoning_ner.steps`, as
-the single-pod ``train_sft`` step's do, so either step can stand in for the other.
+the single-pod ``train_sft`` and ``train_grpo`` steps' do, so each pair can stand in for each other.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from .trainjob import TrainJobSettings, trainjob_name
+from .trainer_runtime import VLLM_POD_SUFFIX, VLLMRuntimeSettings
+from .trainjob import Stage, TrainJobSettings, trainjob_name
 
 #: The folder of the shared volume that holds one sub-folder per TrainJob.
 SHARED_SUBDIR = "trainjobs"
@@ -29,10 +32,13 @@ class SharedRun:
 
     name: str
     root: Path
+    #: The training data staged under ``root/data`` (the CoT records, or GRPO's RL pool).
+    data_files: tuple[Path, ...] = ()
 
     @property
-    def data_file(self) -> Path:
-        return self.root / "data" / "accepted.jsonl"
+    def sft_model_dir(self) -> Path:
+        """GRPO's starting policy, copied from the step's input artifact."""
+        return self.root / "sft-model"
 
     @property
     def lineage_file(self) -> Path:
@@ -47,16 +53,24 @@ class SharedRun:
         (self.root / filename).write_text(json.dumps(obj, indent=2, default=str))
 
 
-def stage_inputs(shared_dir: str | Path, run_id: str, cot_file: str | Path, lineage: dict[str, Any]) -> SharedRun:
-    """Copy the CoT records and write the lineage into the run's folder on the shared volume.
+def stage_inputs(shared_dir: str | Path, run_id: str, files: Mapping[str, str | Path], lineage: dict[str, Any], *,
+                 stage: Stage = "sft", sft_model: str | Path | None = None) -> SharedRun:
+    """Copy the training data (``files``: name under ``data/`` -> source), GRPO's SFT model and the
+    lineage into the run's folder on the shared volume.
 
-    The TrainJob (and so its folder) is named after the pipeline run id, so a retried step finds
-    its own TrainJob again; without a run id a random one is used.
+    The TrainJob (and so its folder) is named after the pipeline run id and the stage, so a retried
+    step finds its own TrainJob again and one run's SFT and GRPO jobs do not collide; without a run
+    id a random one is used. The name leaves room for the vLLM server role's pod suffix.
     """
-    name = trainjob_name(run_id or uuid.uuid4().hex[:12])
-    run = SharedRun(name=name, root=Path(shared_dir) / SHARED_SUBDIR / name)
-    run.data_file.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(cot_file, run.data_file)
+    max_len = 63 - len(VLLM_POD_SUFFIX) if stage == "grpo" else 63
+    name = trainjob_name(run_id or uuid.uuid4().hex[:12], prefix=f"rner-{stage}", max_len=max_len)
+    root = Path(shared_dir) / SHARED_SUBDIR / name
+    run = SharedRun(name=name, root=root, data_files=tuple(root / "data" / rel for rel in files))
+    for rel, source in files.items():
+        (root / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, root / "data" / rel)
+    if sft_model is not None:
+        shutil.copytree(sft_model, run.sft_model_dir, dirs_exist_ok=True)
     run.lineage_file.write_text(json.dumps(lineage, indent=2))
     return run
 
@@ -80,12 +94,19 @@ def step_settings(
     timeout_hours: float,
     image_pull_secrets: list[str],
     image: str = "",
+    stage: Stage = "sft",
+    vllm: VLLMRuntimeSettings | None = None,
 ) -> TrainJobSettings:
-    """The TrainJob's settings from the step's parameters; ``image`` empty = the train-gpu default."""
+    """The TrainJob's settings from the step's parameters; ``image`` empty = the train-gpu default.
+
+    ``stage="grpo"`` starts from the staged SFT model (``base_model`` must be empty); ``vllm`` names
+    the runtime with the server role (the chart's ``multiNode.grpoRuntime``), used when the run's
+    rollouts come from a ``trl vllm-serve`` server of the job."""
     return TrainJobSettings(
         name=run.name, namespace=namespace, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        runtime=runtime, launcher=launcher, profile=profile, data_files=[str(run.data_file)],
-        output_dir=str(run.output_dir), base_model=base_model, overrides=overrides,
+        runtime=runtime, launcher=launcher, profile=profile, data_files=[str(f) for f in run.data_files],
+        output_dir=str(run.output_dir), base_model=base_model or None, overrides=overrides, stage=stage,
+        model_dir=str(run.sft_model_dir) if stage == "grpo" else None, **({"vllm": vllm} if vllm else {}),
         lineage_file=str(run.lineage_file), shared_pvc=shared_pvc, shared_mount=shared_dir,
         accelerator_resource=accelerator_type, node_selector=dict(node_selector), tolerations=list(tolerations),
         active_deadline_seconds=max(1, int(timeout_hours * 3600)),
