@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reasoning_ner.k8s.inference_service import build_s3_secret
+from reasoning_ner.k8s.serving_identity import build_s3_secret
 from reasoning_ner.k8s.kserve_credentials import secret_data, storage_initializer_env
 
 from .chart_tools import EXAMPLES, NAMESPACE, by_kind, load_values, one, render, settings_for, template_objects, validate

@@ -6,7 +6,7 @@ are on the ServiceAccount only with an IRSA role (KServe ignores them there othe
 from __future__ import annotations
 
 from pipelines.reasoning_ner_pipeline import SECRETS
-from reasoning_ner.k8s.inference_service import build_service_account
+from reasoning_ner.k8s.serving_identity import build_service_account
 
 from .chart_tools import EXAMPLES, by_kind, load_values, one, settings_for, template_objects, validate
 

@@ -19,12 +19,11 @@ from .inference_service import (
     build_inference_service,
     build_network_policies,
     build_objects,
-    build_s3_secret_placeholder,
     build_scaled_objects,
-    build_service_account,
     check_single_autoscaler,
 )
 from .manifests import OVERLAYS, generate_manifests, overlay_settings, stale_manifests
+from .serving_identity import build_s3_secret_placeholder, build_service_account
 
 __all__ = [
     "OVERLAYS",

@@ -31,8 +31,8 @@ Facts the builder relies on (checked against the KServe sources and the CRDs in 
   in KServe's default ``inferenceservice-config``), and KServe reads the ``serving.kserve.io/s3-*``
   annotations (endpoint, https, region, TLS verification) **from that Secret**; it reads them from the
   ServiceAccount only when the ServiceAccount carries an IRSA role (``eks.amazonaws.com/role-arn``).
-  So :func:`build_s3_secret` carries them, and :func:`build_service_account` only with
-  ``storage.irsa_role_arn`` (the rules: :mod:`reasoning_ner.k8s.kserve_credentials`).
+  So :func:`.serving_identity.build_s3_secret` carries them, and :func:`.serving_identity.build_service_account`
+  only with ``storage.irsa_role_arn`` (the rules: :mod:`reasoning_ner.k8s.kserve_credentials`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from typing import Any
 
 from ..config.serving import ServingSettings, ServingSettingsError, validate_storage_uri
 from ..flywheel.baseline import BASELINE_FILE, drift_baseline_uri
-from .pod_parts import SERVING_PORT, container_security, env_list, probe, resources, transformer_logger
+from .pod_parts import SERVING_PORT, container_security, env_list, object_metadata, probe, resources, transformer_logger
+from .serving_identity import build_service_account
 
 # ------------------------------------------------------------------------------------ constants
 
@@ -54,8 +55,6 @@ PROMETHEUS_SCRAPING = "serving.kserve.io/enable-prometheus-scraping"
 TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 MODEL_VERSION_ANNOTATION = "reasoning-ner.io/model-version"
 ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
-S3_ANNOTATION_PREFIX = "serving.kserve.io/s3-"
-IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"  # KServe's AwsIrsaAnnotationKey
 CONTAINER_NAME = "kserve-container"
 #: KServe labels every pod with ``component: predictor|transformer`` (constants.KServiceComponentLabel).
 COMPONENT_LABEL = "component"
@@ -70,14 +69,6 @@ DEFAULT_WAITING_QUERY = 'sum(vllm:num_requests_waiting{{namespace="{namespace}",
 
 
 # ------------------------------------------------------------------------------------ builders
-
-
-def _metadata(s: ServingSettings, name: str, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    labels = {**s.labels, "app.kubernetes.io/name": s.name, "app.kubernetes.io/component": component}
-    meta: dict[str, Any] = {"name": name, "namespace": s.namespace, "labels": labels}
-    if annotations:
-        meta["annotations"] = annotations
-    return meta
 
 
 def predictor_args(s: ServingSettings) -> list[str]:
@@ -280,75 +271,7 @@ def build_inference_service(s: ServingSettings, storage_uri: str | None = None,
     if s.transformer.enabled:
         spec["transformer"] = build_transformer(s, uri)
     return {"apiVersion": ISVC_API_VERSION, "kind": "InferenceService",
-            "metadata": _metadata(s, s.name, "inference", annotations), "spec": spec}
-
-
-def s3_annotations(s: ServingSettings) -> dict[str, str]:
-    st = s.storage
-    out: dict[str, str] = {}
-    if st.s3_endpoint:
-        out[S3_ANNOTATION_PREFIX + "endpoint"] = st.s3_endpoint
-    out[S3_ANNOTATION_PREFIX + "usehttps"] = "1" if st.s3_use_https else "0"
-    if st.s3_region:
-        out[S3_ANNOTATION_PREFIX + "region"] = st.s3_region
-    out[S3_ANNOTATION_PREFIX + "verifyssl"] = "1" if st.s3_verify_ssl else "0"
-    return out
-
-
-def s3_endpoint_url(s: ServingSettings) -> str | None:
-    """The endpoint as a URL (what botocore's AWS_ENDPOINT_URL wants), built as KServe builds it."""
-    st = s.storage
-    if not st.s3_endpoint:
-        return None
-    if st.s3_endpoint.lower().startswith(("http://", "https://")):
-        return st.s3_endpoint
-    return f"{'https' if st.s3_use_https else 'http'}://{st.s3_endpoint}"
-
-
-def build_service_account(s: ServingSettings) -> dict[str, Any]:
-    """The predictor's service account: names the S3 Secret, lists the pull Secrets; no API token.
-
-    The S3 annotations go here only with an IRSA role: KServe ignores them on a ServiceAccount without
-    ``eks.amazonaws.com/role-arn`` and reads them from the Secret (:func:`build_s3_secret`).
-    """
-    st = s.storage
-    annotations = {IRSA_ANNOTATION: st.irsa_role_arn, **s3_annotations(s)} if st.irsa_role_arn else None
-    sa: dict[str, Any] = {"apiVersion": "v1", "kind": "ServiceAccount",
-                          "metadata": _metadata(s, st.service_account_name, "serving-identity", annotations)}
-    if st.s3_secret_name:
-        sa["secrets"] = [{"name": st.s3_secret_name}]
-    if s.image_pull_secrets:
-        sa["imagePullSecrets"] = [{"name": n} for n in s.image_pull_secrets]
-    sa["automountServiceAccountToken"] = False
-    return sa
-
-
-def s3_secret_data(s: ServingSettings, access_key_id: str = "", secret_access_key: str = "") -> dict[str, str]:
-    """The S3 Secret's keys: the two KServe reads (key names from the settings) plus what the pipeline's
-    steps read as environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``; botocore, s3fs, dvc-s3)."""
-    st = s.storage
-    data = {st.s3_access_key_id_key: access_key_id, st.s3_secret_access_key_key: secret_access_key}
-    url = s3_endpoint_url(s)
-    if url:
-        data["AWS_ENDPOINT_URL"] = url
-    if st.s3_region:
-        data["AWS_DEFAULT_REGION"] = st.s3_region
-    return data
-
-
-def build_s3_secret(s: ServingSettings, access_key_id: str = "", secret_access_key: str = "") -> dict[str, Any]:
-    """The S3 Secret with the ``serving.kserve.io/s3-*`` annotations KServe's storage initializer reads."""
-    if not s.storage.s3_secret_name:
-        raise ServingSettingsError("storage.s3_secret_name is empty: there is no S3 Secret to describe")
-    return {"apiVersion": "v1", "kind": "Secret",
-            "metadata": _metadata(s, s.storage.s3_secret_name, "serving-identity", s3_annotations(s)),
-            "type": "Opaque",
-            "stringData": s3_secret_data(s, access_key_id, secret_access_key)}
-
-
-def build_s3_secret_placeholder(s: ServingSettings) -> dict[str, Any]:
-    """The Secret's shape with empty keys: a template to fill out of band, never applied as is."""
-    return build_s3_secret(s)
+            "metadata": object_metadata(s, s.name, "inference", annotations), "spec": spec}
 
 
 def build_network_policies(s: ServingSettings) -> list[dict[str, Any]]:
@@ -379,7 +302,7 @@ def build_network_policies(s: ServingSettings) -> list[dict[str, Any]]:
 
     def policy(name: str, component: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
         return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": _metadata(s, name, "network-policy"),
+                "metadata": object_metadata(s, name, "network-policy"),
                 "spec": {"podSelector": {"matchLabels": {**isvc, COMPONENT_LABEL: component}}, "policyTypes": ["Ingress"],
                          "ingress": rules}}
 
@@ -407,7 +330,7 @@ def build_scaled_objects(s: ServingSettings) -> list[dict[str, Any]]:
     sc = s.scaling
     predictor = {
         "apiVersion": KEDA_API_VERSION, "kind": "ScaledObject",
-        "metadata": _metadata(s, f"{s.name}-predictor-vllm-queue", "autoscaling"),
+        "metadata": object_metadata(s, f"{s.name}-predictor-vllm-queue", "autoscaling"),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.predictor_deployment},
             "minReplicaCount": sc.min_replicas,
@@ -426,7 +349,7 @@ def build_scaled_objects(s: ServingSettings) -> list[dict[str, Any]]:
         t = s.transformer
         out.append({
             "apiVersion": KEDA_API_VERSION, "kind": "ScaledObject",
-            "metadata": _metadata(s, f"{s.name}-transformer-cpu", "autoscaling"),
+            "metadata": object_metadata(s, f"{s.name}-transformer-cpu", "autoscaling"),
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.transformer_deployment},
                 "minReplicaCount": max(t.min_replicas, 1),  # KEDA's cpu scaler cannot scale to zero

@@ -1,4 +1,4 @@
-"""Container parts every serving object shares: probes, resources, the restricted security context, env lists."""
+"""Parts every serving object shares: metadata, probes, resources, the restricted security context, env lists."""
 
 from __future__ import annotations
 
@@ -64,3 +64,12 @@ def transformer_logger(s: ServingSettings) -> dict[str, Any] | None:
         out["storage"] = {"path": lg.storage_path, "parameters": {"type": "s3", "format": "json"},
                           "serviceAccountName": s.storage.service_account_name}
     return out
+
+
+def object_metadata(s: ServingSettings, name: str, component: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """Name, namespace, the settings' labels plus name/component, and ``annotations`` if any."""
+    labels = {**s.labels, "app.kubernetes.io/name": s.name, "app.kubernetes.io/component": component}
+    meta: dict[str, Any] = {"name": name, "namespace": s.namespace, "labels": labels}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
