@@ -23,7 +23,7 @@ from reasoning_ner.serving import ServeSettings, build_app, build_model, setting
 from reasoning_ner.serving.backends import GenRequest, Overloaded, TransformersBackend, render_chatml
 from reasoning_ner.serving.budget import NERGeneration, build_prediction, close_truncated_json, effective_budget, generate_ner
 from reasoning_ner.serving.schemas import answer_json_schema
-from reasoning_ner.serving.server import ReasoningSplitter, split_reasoning_text
+from reasoning_ner.serving.chat import ReasoningSplitter, split_reasoning_text
 
 SMALL = TinyModelConfig(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=2, max_position_embeddings=512)

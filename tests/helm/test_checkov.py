@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from .chart_tools import CHART, EXAMPLES, REPO_ROOT, kubectl, load_values, render_files, tool
+from .chart_tools import EXAMPLES, REPO_ROOT, kubectl, load_values, render_files, tool
 from .test_chart import EVERYTHING
 
 CONFIG = REPO_ROOT / ".checkov.yaml"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from .chart_tools import CHART, template_objects, validate
 from .metrics import KUBE_STATE, VLLM, service_metrics, used_metrics

@@ -9,23 +9,19 @@ the live model (``lookup`` against a stub API server), and the builder's refusal
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from reasoning_ner.k8s import OVERLAYS, overlay_settings
-from reasoning_ner.k8s.inference_service import ServingSettings, build_inference_service
+from reasoning_ner.k8s.inference_service import build_inference_service
 
 from .chart_tools import (
-    CHART,
     EXAMPLES,
     NAMESPACE,
     RELEASE,
-    by_kind,
     chart,
     helm,
     load_values,

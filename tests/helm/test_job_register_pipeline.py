@@ -17,7 +17,7 @@ from pipelines.reasoning_ner_pipeline import COMPILED
 from pipelines.submit import prepare_package
 from reasoning_ner.images import content_version
 
-from .chart_tools import CHART, NAMESPACE, template_objects, validate
+from .chart_tools import CHART, template_objects, validate
 
 TEMPLATE = "templates/job-register-pipeline.yaml"
 SCRIPT = CHART / "files" / "register_pipeline.py"

@@ -3,7 +3,6 @@ the drift alerts compare live traffic with the served model's baseline gauges (d
 
 from __future__ import annotations
 
-import pytest
 
 from .chart_tools import template_objects, validate
 from .metrics import KUBE_STATE, VLLM, service_metrics, used_metrics

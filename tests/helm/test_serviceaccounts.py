@@ -8,7 +8,7 @@ from __future__ import annotations
 from pipelines.reasoning_ner_pipeline import SECRETS
 from reasoning_ner.k8s.serving_identity import build_service_account
 
-from .chart_tools import EXAMPLES, by_kind, load_values, one, settings_for, template_objects, validate
+from .chart_tools import EXAMPLES, load_values, settings_for, template_objects, validate
 
 TEMPLATE = "templates/serviceaccounts.yaml"
 IRSA = "arn:aws:iam::123456789012:role/rner-serving"

@@ -53,7 +53,7 @@ from .backends import (
     ServingError,
     make_backend,
 )
-from .chat import ReasoningSplitter, local_chat, proxy_chat, split_reasoning_text  # noqa: F401 - re-exported
+from .chat import local_chat, proxy_chat
 from .health import install_lifespan
 from .http import HTTPHygiene
 from .model import NERModel
@@ -66,7 +66,6 @@ from .schemas import (
     ModelList,
     ServeSettings,
     V1Response,
-    V2InferResponse,
     validation_problems,
 )
 
