@@ -109,7 +109,8 @@ def tiny_tokenizer():
 
 
 def test_build_rl_dataset_on_prepared_data(prepared_dir: Path, tiny_tokenizer):
-    cfg = load_config(profile="tiny-cpu", overrides=["grpo.rl_sample_size=60", "grpo.max_prompt_length=96"])
+    cfg = load_config(profile="tiny-cpu", overrides=["grpo.rl_sample_size=60", "grpo.max_prompt_length=96",
+                                                     "grpo.rl_selection=random"])
     files = [prepared_dir / "conll2003" / "train.jsonl", prepared_dir / "pile_ner" / "train.jsonl", prepared_dir / "mit_movie" / "train.jsonl"]
     ds, stats = build_rl_dataset(cfg, files, tokenizer=tiny_tokenizer, datasets=["conll2003", "pile_ner"])
     assert len(ds) == 60 and stats["sampled_total"] == 60
@@ -139,7 +140,7 @@ def test_build_rl_dataset_on_prepared_data(prepared_dir: Path, tiny_tokenizer):
 
 
 def test_build_rl_dataset_defaults_and_errors(prepared_dir: Path, tmp_path: Path):
-    cfg = load_config(profile="tiny-cpu")
+    cfg = load_config(profile="qwen3-8b")  # the random sampler (tiny-cpu ranks a pool by the policy's answers)
     ds, stats = build_rl_dataset(cfg, [prepared_dir / "conll2003" / "train.jsonl"])
     assert len(ds) == cfg.grpo.rl_sample_size and set(ds["dataset"]) == {"conll2003"}
     assert stats["max_prompt_length"] is None  # no tokenizer, no length filter
@@ -246,6 +247,7 @@ SMOKE = [
     "grpo.max_completion_length=12", "grpo.num_generations=2", "grpo.per_device_train_batch_size=4",
     "grpo.rl_sample_size=8", "grpo.max_prompt_length=200",
     "grpo.num_iterations=1",  # one rollout per optimizer step, so every step logs its rewards
+    "grpo.rl_selection=random",  # the trainer's plumbing; the selection has its own tests (test_rl_select.py)
 ]
 
 

@@ -109,7 +109,8 @@ def test_build_rl_dataset_partly_right_with_a_real_model(random_tiny_dir: Path, 
 
     model, tokenizer = load_model_and_tokenizer(str(random_tiny_dir), dtype="float32")
     # lenient: a non-default parser, to see that the selection scores with the reward's
-    cfg = load_config(profile="tiny-cpu", overrides=[*SMOKE, "grpo.rl_selection=partly_right", "grpo.reward_parser=lenient"])
+    cfg = load_config(profile="tiny-cpu", overrides=[*SMOKE, "grpo.rl_selection=partly_right", "grpo.rl_pool_factor=4",
+                                                     "grpo.reward_parser=lenient"])
     files = [prepared_dir / "conll2003" / "train.jsonl"]
     ds, stats = build_rl_dataset(cfg, files, tokenizer=tokenizer, policy=(model, tokenizer))
     n, factor = cfg.grpo.rl_sample_size, cfg.grpo.rl_pool_factor
@@ -162,7 +163,7 @@ def test_grpo_trainer_selects_with_the_policy_it_trains(random_tiny_dir: Path, p
     """The GRPO stage hands its freshly loaded policy to the selection (built, not trained)."""
     from reasoning_ner.training.grpo import _build_grpo_trainer
 
-    cfg = load_config(profile="tiny-cpu", overrides=[*SMOKE, "grpo.rl_selection=partly_right"])
+    cfg = load_config(profile="tiny-cpu", overrides=[*SMOKE, "grpo.rl_selection=partly_right", "grpo.rl_pool_factor=4"])
     run = _build_grpo_trainer(cfg, str(random_tiny_dir), [prepared_dir / "conll2003" / "train.jsonl"],
                               tmp_path / "grpo", "cpu", 1, None)
     assert run.data_stats["selection"]["pool_size"] == 32 and len(run.trainer.train_dataset) == 8

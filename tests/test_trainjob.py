@@ -612,7 +612,7 @@ def test_grpo_component_trains_through_a_trainjob_end_to_end(tmp_path: Path, pre
     with _stub_cluster(tmp_path, monkeypatch) as fake:
         submit_grpo_trainjob.python_func(
             sft_model=Model(name="sft", uri=str(sft_model)), prepared=Dataset(name="prepared", uri=str(prep_dir)),
-            profile="tiny-cpu", group_size=2, learning_rate=0.0, max_steps=1, use_lora=False, use_vllm=False,
+            profile="tiny-ci", group_size=2, learning_rate=0.0, max_steps=1, use_lora=False, use_vllm=False,
             shared_dir=str(shared), vllm_runtime="reasoning-ner-grpo-vllm", vllm_gpus=1, **CLUSTER_ARGS, **out)
     model, metrics, curves = out["model"], out["metrics"], out["curves"]
     job = _check_created_job(fake, "rner-grpo-run-42")
