@@ -28,7 +28,6 @@ def evaluate_model(
         suite: zero-shot, supervised or all.
         limit: Sentences per dataset (seeded sample); 0 = the profile's setting.
     """
-    import json
     import shutil
     import tempfile
     from pathlib import Path
@@ -36,11 +35,11 @@ def evaluate_model(
     from reasoning_ner.config import resolve_config
     from reasoning_ner.evaluation import evaluate
     from reasoning_ner.inference import make_engine
+    from reasoning_ner.steps import model_lineage
 
     cfg = resolve_config(profile=profile, overrides=[f"eval.limit={limit}"] if limit > 0 else [])
     suites = ["zero-shot", "supervised"] if suite == "all" else [suite]
-    lineage_file = Path(model.path) / "lineage.json"
-    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    lineage = model_lineage(model.path)
     out = Path(tempfile.mkdtemp())
     engine = make_engine(model.path, cfg.eval.backend, cfg.eval.batch_size)
     result = evaluate(engine, cfg, suites, Path(prepared.path) / "data", out, model.uri, lineage)

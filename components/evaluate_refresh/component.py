@@ -29,7 +29,6 @@ def evaluate_refresh(
         profile: Configuration profile.
         limit: Sentences per frozen dataset (seeded sample); 0 = the profile's setting.
     """
-    import json
     import shutil
     import tempfile
     from pathlib import Path
@@ -37,10 +36,10 @@ def evaluate_refresh(
     from reasoning_ner.config import resolve_config
     from reasoning_ner.inference import make_engine
     from reasoning_ner.refresh import evaluate_refresh as run_evaluation
+    from reasoning_ner.steps import model_lineage
 
     cfg = resolve_config(profile=profile, overrides=[f"eval.limit={limit}"] if limit > 0 else [])
-    lineage_file = Path(model.path) / "lineage.json"
-    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    lineage = model_lineage(model.path)
     heldout_path = Path(heldout.path)
     heldout_file = heldout_path / "heldout.jsonl" if heldout_path.is_dir() else heldout_path
     out = Path(tempfile.mkdtemp())

@@ -73,19 +73,17 @@ def submit_grpo_trainjob(
         launcher: accelerate (DeepSpeed ZeRO-3, full fine-tuning) or torchrun (DDP, e.g. with LoRA).
         image: Training image of the nodes; empty = reasoning_ner.images.image("train-gpu").
     """
-    import json
     from pathlib import Path
 
     from components.submit_trainjob.trainjob_client import in_cluster_namespace, own_pod_pull_secrets, train_on_the_cluster
     from reasoning_ner.config import resolve_config
     from reasoning_ner.k8s.trainer_runtime import VLLMRuntimeSettings
     from reasoning_ner.k8s.trainjob_step import stage_inputs, step_settings
-    from reasoning_ner.steps import grpo_overrides, numeric_metrics, report_html
+    from reasoning_ner.steps import grpo_overrides, model_lineage, numeric_metrics, report_html
 
     overrides = grpo_overrides(use_lora, use_vllm, group_size, learning_rate, max_steps)
     cfg = resolve_config(profile=profile, overrides=overrides)  # fail here, not on the GPU nodes
-    lineage_file = Path(sft_model.path) / "lineage.json"
-    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    lineage = model_lineage(sft_model.path)
     data = Path(prepared.path) / "data"
     pool = {f"{name}/train.jsonl": data / name / "train.jsonl" for name in cfg.grpo.rl_datasets}
     run = stage_inputs(shared_dir, run_id, pool, lineage, stage="grpo", sft_model=sft_model.path)

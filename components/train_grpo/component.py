@@ -36,20 +36,18 @@ def train_grpo(
         use_vllm: Generate rollouts with vLLM (GPU only).
         workspace_dir: Folder for checkpoints (the cluster's scratch workspace, an emptyDir); empty = a temporary folder.
     """
-    import json
     import tempfile
     from pathlib import Path
 
     from reasoning_ner.config import resolve_config
-    from reasoning_ner.steps import grpo_overrides, numeric_metrics, publish_model, report_html
+    from reasoning_ner.steps import grpo_overrides, model_lineage, numeric_metrics, publish_model, report_html
     from reasoning_ner.training.grpo import train_grpo as run_grpo
 
     overrides = grpo_overrides(use_lora, use_vllm, group_size, learning_rate, max_steps)
     cfg = resolve_config(profile=profile, overrides=overrides)
     work = Path(workspace_dir) / "grpo" if workspace_dir else Path(tempfile.mkdtemp())
     data = Path(prepared.path) / "data"
-    lineage_file = Path(sft_model.path) / "lineage.json"
-    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    lineage = model_lineage(sft_model.path)
     summary = run_grpo(cfg, sft_model.path, [data / n / "train.jsonl" for n in cfg.grpo.rl_datasets], work, lineage=lineage)
     publish_model(work / "model", model.path, lineage)
     model.metadata.update({"stage": "grpo"})

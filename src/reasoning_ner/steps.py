@@ -61,6 +61,12 @@ def fetch_model(uri: str, dest: Path) -> str:
     return str(dest)
 
 
+def model_lineage(model_dir: str | Path) -> dict[str, Any]:
+    """The lineage a model folder carries (``lineage.json`` beside the weights); {} when it has none."""
+    path = Path(model_dir) / "lineage.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def publish_model(exported: Path, model_dir: str | Path, lineage: dict[str, Any]) -> None:
     """Copy an exported model directory to the step's output artifact, with its lineage next to it."""
     shutil.copytree(exported, model_dir, dirs_exist_ok=True)

@@ -49,6 +49,7 @@ def eval_run(
 ) -> None:
     """Evaluate a model on the suites; writes report.json/.md/.html, plots and predictions."""
     from ..evaluation import evaluate
+    from ..steps import model_lineage
     from ..inference import make_engine
     from ..modeling import ModelLoadError
 
@@ -61,8 +62,7 @@ def eval_run(
         raise fail(f"unknown suite {suite!r}; use zero-shot, supervised or all")
     data = data_dir or Path(cfg.data.prepared_dir)
     out_dir = out or Path(cfg.eval.out_dir)
-    lineage_file = Path(model) / "lineage.json"
-    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    lineage = model_lineage(model)
     try:
         engine = make_engine(model, cfg.eval.backend, cfg.eval.batch_size)
         report = evaluate(engine, cfg, suites, data, out_dir, model, lineage)
