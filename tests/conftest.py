@@ -18,6 +18,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+#: torch's intra-op thread count at start-up (one per core); see restore_torch_threads.
+_TORCH_THREADS: dict[str, int] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    _TORCH_THREADS["default"] = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """In-process servers set torch's thread count for the whole process (``serve.torch_threads=1``
+    in the serving tests, as a one-core server pod would); put it back after each test, so a later
+    test (the GRPO learning runs, the sessions' last and longest) does not run on one core."""
+    yield
+    import torch
+
+    if torch.get_num_threads() != _TORCH_THREADS["default"]:
+        torch.set_num_threads(_TORCH_THREADS["default"])
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ.get("RNER_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()

@@ -107,6 +107,9 @@ def test_build_rl_dataset_partly_right_with_a_real_model(random_tiny_dir: Path, 
                                                          tmp_path: Path):
     from reasoning_ner.modeling import load_model_and_tokenizer
 
+    from reasoning_ner.training import rl_select
+
+    rl_select._ANSWERS.clear()  # this test checks the memo from empty, whichever tests ran before
     model, tokenizer = load_model_and_tokenizer(str(random_tiny_dir), dtype="float32")
     # lenient: a non-default parser, to see that the selection scores with the reward's
     cfg = load_config(profile="tiny-cpu", overrides=[*SMOKE, "grpo.rl_selection=partly_right", "grpo.rl_pool_factor=4",
@@ -124,8 +127,17 @@ def test_build_rl_dataset_partly_right_with_a_real_model(random_tiny_dir: Path, 
     assert sel["pool_per_rank"]["wrong_with_gold"] >= 8 and sel["selected_per_rank"]["no_gold"] == 0
     assert all(ds["gold"])
     # the same inputs select the same prompts; random selection is a different, unranked sample
-    again, _ = build_rl_dataset(cfg, files, tokenizer=tokenizer, policy=(model, tokenizer))
+    again, again_stats = build_rl_dataset(cfg, files, tokenizer=tokenizer, policy=(model, tokenizer))
     assert again["id"] == ds["id"]
+    # ... decoding the pool once: the second ranking reuses the answers of the same weights, a changed
+    # weight decodes again
+    assert not sel["answers_reused"] and again_stats["selection"]["answers_reused"]
+    import torch
+
+    with torch.no_grad():
+        model.get_input_embeddings().weight[0, 0] += 1.0
+    _, changed_stats = build_rl_dataset(cfg, files, tokenizer=tokenizer, policy=(model, tokenizer))
+    assert not changed_stats["selection"]["answers_reused"]
     random_cfg = load_config(profile="tiny-cpu", overrides=SMOKE)
     plain, plain_stats = build_rl_dataset(random_cfg, files, tokenizer=tokenizer, policy=(model, tokenizer))
     assert "selection" not in plain_stats and len(plain) == 8 and plain["id"] != ds["id"]

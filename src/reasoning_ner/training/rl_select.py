@@ -20,9 +20,10 @@ Measured on the tiny model (CoNLL-2003 train, 2048 greedy answers of the SFT mod
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from .generate import generate, record_prompts
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["RANKS", "Selection", "rank_of", "rank_records", "record_f1", "select_partly_right"]
+__all__ = ["RANKS", "Selection", "greedy_answers", "rank_of", "rank_records", "record_f1", "select_partly_right"]
 
 #: Rank names, index = rank (lower is preferred).
 RANKS: tuple[str, ...] = ("partly_right", "wrong_with_gold", "fully_right", "no_gold")
@@ -105,6 +106,53 @@ def rank_records(
     return Selection([r for _, r in chosen], stats)
 
 
+#: Greedy answers of the last few pools, by (policy weights, tokenizer, prompts, length). Two GRPO
+#: runs from one SFT checkpoint with one seed rank the same pool (the two learning checks; the bench's
+#: experiments of a seed): the second reuses the answers instead of decoding 2048 prompts again
+#: (~45 s on 2 cores).
+_ANSWERS: OrderedDict[str, list[str]] = OrderedDict()
+_ANSWERS_KEPT = 4
+#: Above this many parameters, or off the CPU, hashing the weights is not cheap next to decoding
+#: (and a GPU run ranks its pool once): no memo.
+_MEMO_MAX_PARAMETERS = 50_000_000
+
+
+def _answers_key(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int) -> str | None:
+    """A digest of everything greedy decoding depends on, or None where the policy is too large to hash."""
+    import torch
+
+    tensors = list(model.state_dict().items())
+    if any(t.device.type != "cpu" for _, t in tensors) or sum(t.numel() for _, t in tensors) > _MEMO_MAX_PARAMETERS:
+        return None
+    h = hashlib.blake2b(digest_size=20)
+    for name, t in tensors:
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().contiguous().view(-1).view(torch.uint8).numpy())
+    h.update(f"{type(tokenizer).__name__}:{len(tokenizer)}:{tokenizer.eos_token}:{max_new_tokens}".encode())
+    for prompt in prompts:
+        h.update(prompt.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def greedy_answers(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_new_tokens: int,
+    batch_size: int = 32,
+) -> tuple[list[str], bool]:
+    """The policy's greedy answers to ``prompts`` and whether they came from the memo (same weights,
+    tokenizer, prompts and length as a recent call: greedy decoding would give the same text)."""
+    key = _answers_key(model, tokenizer, prompts, max_new_tokens)
+    if key is not None and key in _ANSWERS:
+        _ANSWERS.move_to_end(key)
+        return list(_ANSWERS[key]), True
+    answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    if key is not None:
+        _ANSWERS[key] = list(answers)
+        while len(_ANSWERS) > _ANSWERS_KEPT:
+            _ANSWERS.popitem(last=False)
+    return answers, False
+
+
 def select_partly_right(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -116,13 +164,14 @@ def select_partly_right(
 ) -> Selection:
     """Decode ``records`` greedily with the policy (``grpo.max_completion_length`` tokens, the
     rollouts' length, so a long answer is not cut and scored 0 here when GRPO would see it
-    whole), then :func:`rank_records` with the reward's parser (``grpo.reward_parser``)."""
+    whole; :func:`greedy_answers`, memoized), then :func:`rank_records` with the reward's parser
+    (``grpo.reward_parser``)."""
     started = time.perf_counter()
     prompts = record_prompts(records, cfg.prompt)
-    generations = generate(model, tokenizer, prompts, max_new_tokens=cfg.grpo.max_completion_length,
-                           batch_size=batch_size)
+    generations, reused = greedy_answers(model, tokenizer, prompts, cfg.grpo.max_completion_length, batch_size)
     decode_seconds = time.perf_counter() - started
     selection = rank_records(records, generations, total, seed, cfg.grpo.reward_parser)
     selection.stats["max_new_tokens"] = cfg.grpo.max_completion_length
     selection.stats["decode_seconds"] = round(decode_seconds, 2)
+    selection.stats["answers_reused"] = reused
     return selection
