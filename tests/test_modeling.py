@@ -14,6 +14,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasoning_ner.config import ModelConfig, TinyModelConfig
@@ -255,11 +257,16 @@ def _contains(haystack: list[int], needle: list[int]) -> bool:
     return any(haystack[i : i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
 
 
+@pytest.fixture(scope="module")
+def answers_tokenizer():
+    return train_tokenizer(builtin_corpus(), vocab_size=800, space_before_names="answers")
+
+
 def test_isolated_space_makes_names_the_same_ids_in_sentence_and_json():
     corpus = builtin_corpus()
     sentence = "Talks between Nikolaus van der Pas and Mexico City ended on 12 March ."
     names = ["Nikolaus van der Pas", "Mexico City", "12 March"]
-    merged = train_tokenizer(corpus, vocab_size=800)
+    merged = train_tokenizer(builtin_corpus(), vocab_size=800)
     isolated = train_tokenizer(corpus, vocab_size=800, space_before_names="isolated")
     for tok in (merged, isolated):  # both stay lossless
         assert tok.decode(tok(sentence)["input_ids"]) == sentence
@@ -271,6 +278,35 @@ def test_isolated_space_makes_names_the_same_ids_in_sentence_and_json():
     assert not any(_contains(merged(sentence)["input_ids"], merged(name)["input_ids"]) for name in names)
     with pytest.raises(ValueError, match="space_before_names"):
         train_tokenizer(corpus, vocab_size=800, space_before_names="split")
+
+
+ANSWER_MODE_TEXTS = [
+    '{"entities": {"organization": ["EU", "Nikolaus van der Pas"], "person": []}}',
+    '["", "x"]', 'a", ", "b', '[" x', '["  y", "  z"]', '[""]', '", "', '["', 'x [" y", " z', "",
+]
+
+
+def test_answers_mode_gives_json_names_their_sentence_ids_and_round_trips(answers_tokenizer):
+    answers = answers_tokenizer
+    sentence = "Sentence: Talks between Nikolaus van der Pas and Mexico City ended on 12 March ."
+    names = ["Nikolaus van der Pas", "Mexico City", "12 March"]
+    answer = json.dumps({"entities": {"location": names[1:2], "person": names[:1], "date": names[2:]}})
+    ids = answers(sentence)["input_ids"]
+    answer_ids = answers(answer)["input_ids"]
+    for name in names:  # the ids of " name" in running text, found in the sentence and inside the answer list
+        run = answers(" " + name)["input_ids"]
+        assert _contains(ids, run) and _contains(answer_ids, run), (name, answers.convert_ids_to_tokens(answer_ids))
+    # The inserted space exists only between encode and decode: every text comes back unchanged.
+    merged = train_tokenizer(builtin_corpus(), vocab_size=800)
+    assert answers.tokenize(" Pas") == merged.tokenize(" Pas")  # running text is tokenized as merged
+    for text in [*ANSWER_MODE_TEXTS, sentence, answer]:
+        assert answers.decode(answers(text)["input_ids"]) == text, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='[]", aB', max_size=16))
+def test_answers_mode_round_trips_any_text(answers_tokenizer, text):
+    assert answers_tokenizer.decode(answers_tokenizer(text)["input_ids"]) == text
 
 
 def test_init_tiny_uses_prepared_data(tmp_path):

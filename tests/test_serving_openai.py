@@ -29,11 +29,12 @@ import pytest
 from aiohttp import web
 from fastapi.testclient import TestClient
 
-from reasoning_ner.modeling import init_tiny
+from reasoning_ner.modeling import builtin_corpus, init_tiny, train_tokenizer
 from reasoning_ner.prompt import THINK_OPEN, chatml
 from reasoning_ner.serving import ServeSettings, build_app, build_model
 from reasoning_ner.serving.backends import GenRequest, GenResult, TransformersBackend
 from reasoning_ner.serving.constrained import response_format_grammar
+from reasoning_ner.serving.transformers_backend import _Item, _RowState
 from pydantic import TypeAdapter
 
 from reasoning_ner.serving.schemas import ResponseFormat, answer_json_schema
@@ -148,6 +149,18 @@ def test_stop_strings_are_matched_on_the_text_streamed_or_not(backend, sample, w
     assert not any(stop in d for d in deltas)
 
 
+def test_incremental_text_is_the_whole_decode_when_the_decoder_rewrites_across_tokens() -> None:
+    """The tiny tokenizer's "answers" mode drops, when decoding, the space it put after '["' and '", "'; a row
+    decoded one token at a time must see enough tokens before the newest one to do the same."""
+    tokenizer = train_tokenizer(builtin_corpus(), vocab_size=800, space_before_names="answers")
+    completion = ('<think>\nCandidates: EU; Mexico City.\n</think>\n'
+                  '{"entities": {"location": ["Mexico City", "EU", "", " Bonn"], "organization": ["EU"]}}')
+    row = _RowState(_Item(GenRequest(PROMPT, 200), ids=[]))
+    for token in tokenizer(completion, add_special_tokens=False)["input_ids"]:
+        row.step(token, tokenizer, end_ids=set())
+    assert row.text == completion
+
+
 def test_a_single_token_stop_inside_a_longer_token_is_found(backend) -> None:
     """The greedy untrained model writes newlines; "\\n" is one token, but the stop is also found when
     it is part of another token (the old token-id match missed it), and "\\n\\n" spans two tokens."""
@@ -182,8 +195,21 @@ def check_json(kind: str, result: GenResult) -> Any:
     return value
 
 
+@pytest.fixture(scope="module")
+def answers_backend(tmp_path_factory: pytest.TempPathFactory) -> TransformersBackend:
+    """The same model with the tokenizer's "answers" mode (a normalizer that inserts a space): the grammar
+    must run on the tokens' bytes, never on a re-normalized tokenization of them."""
+    out = tmp_path_factory.mktemp("openai-answers") / "tiny"
+    init_tiny(out, SMALL.model_copy(update={"space_before_names": "answers"}))
+    b = TransformersBackend(str(out), torch_threads=1, max_batch_wait_ms=20)
+    b.load()
+    return b
+
+
+@pytest.mark.parametrize("which", ["backend", "answers_backend"])
 @pytest.mark.parametrize("kind", ["json_object", "json_schema"])
-def test_untrained_model_gives_valid_json_in_a_mixed_batch(backend, kind) -> None:
+def test_untrained_model_gives_valid_json_in_a_mixed_batch(request, which, kind) -> None:
+    backend = request.getfixturevalue(which)
     g = grammar(kind)
     reqs = [GenRequest(PROMPT, n, grammar=g, temperature=t, seed=s) for n in (32, 48) for t, s in ((0.0, None), (1.0, 1), (1.0, 2))]
     plain = GenRequest(PROMPT, 8)

@@ -134,7 +134,10 @@ def _model_card(cfg: TinyModelConfig, parameters: int, vocab_size: int, corpus_t
     embedding = vocab_size * cfg.hidden_size
     head_dim = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
     model_cls = "Qwen2ForCausalLM" if cfg.architecture == "qwen2" else "Qwen3ForCausalLM"
-    name_space = "a token of its own" if cfg.space_before_names == "isolated" else "merged into the word, GPT-2 style"
+    name_space = {
+        "isolated": "a token of its own",
+        "answers": "merged into the word, GPT-2 style, also inside JSON answer lists (a space the decoder removes)",
+    }.get(cfg.space_before_names, "merged into the word, GPT-2 style")
     return f"""---
 license: apache-2.0
 library_name: transformers

@@ -69,6 +69,12 @@ def _without_added_tokens(texts: Iterable[str]) -> Iterator[str]:
         yield _ADDED_TOKEN_PATTERN.sub("\n", text)
 
 
+_ANSWER_ITEM_OPENERS = ('["', '", "')
+#: GPT-2's pre-tokenization pattern (what ByteLevel(use_regex=True) applies), with the answer list openers first.
+_GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_ANSWERS_SPLIT = r"""(?:\["|", ")(?= )|""" + _GPT2_SPLIT
+
+
 def train_tokenizer(
     texts: Iterable[str], vocab_size: int, model_max_length: int = 1024, space_before_names: str = "merged"
 ) -> PreTrainedTokenizerFast:
@@ -88,7 +94,11 @@ def train_tokenizer(
     off as its own token. With the default, ``German`` is ``ĠGerman`` inside a sentence but
     ``German`` inside the JSON answer (after a quote), so a model must learn that mapping per
     name; isolated, the ids are the same everywhere and a name is copied token for token, at
-    the cost of ~9% longer CoNLL-2003 examples.
+    the cost of ~9% longer CoNLL-2003 examples. ``"answers"`` gets the same ids without longer
+    examples: the normalizer inserts a space after ``["`` and ``", "`` (the openers of the items of a
+    one-line JSON list), so ``["German"]`` is encoded like `` German`` in a sentence, and the decoder
+    removes exactly that space again (``decode(encode(x)) == x`` still holds; incremental decoders
+    need a few tokens of context, as vLLM's keeps).
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -102,11 +112,23 @@ def train_tokenizer(
     if space_before_names == "isolated":
         name_space = pre_tokenizers.Split(Regex(r" (?=[\p{Lu}\p{N}])"), behavior="isolated")
         backend.pre_tokenizer = pre_tokenizers.Sequence([name_space, byte_level])
+    elif space_before_names == "answers":
+        # GPT-2's split, except that a list item's opener with its inserted space ahead ('["', '", "')
+        # stays one piece: after the normalizer, a name in a list follows a token of its own, not the
+        # ' "' that also opens the next key ("], "location") and that a small model then confuses.
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_ANSWERS_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
     elif space_before_names == "merged":
         backend.pre_tokenizer = byte_level
     else:
-        raise ValueError(f"space_before_names must be 'merged' or 'isolated', not {space_before_names!r}")
+        raise ValueError(f"space_before_names must be 'merged', 'isolated' or 'answers', not {space_before_names!r}")
     backend.decoder = decoders.ByteLevel()
+    if space_before_names == "answers":
+        from tokenizers import normalizers
+        backend.normalizer = normalizers.Sequence([normalizers.Replace(p, p + " ") for p in _ANSWER_ITEM_OPENERS])
+        backend.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(p + " ", p) for p in _ANSWER_ITEM_OPENERS])
     trainer = trainers.BpeTrainer(
         # The think tags are added after training, so leave room for them.
         vocab_size=vocab_size - len(THINK_TOKENS),

@@ -75,11 +75,13 @@ class PromptConfig(_Section):
 class TinyModelConfig(_Section):
     architecture: Literal["qwen3", "qwen2"] = "qwen3"
     vocab_size: int = Field(6000, ge=300, description="Byte-level BPE vocabulary size (incl. special tokens).")
-    space_before_names: Literal["merged", "isolated"] = Field(
+    space_before_names: Literal["merged", "isolated", "answers"] = Field(
         "merged",
         description="merged: a word carries its leading space (GPT-2 style, 'ĠGerman'); isolated: the space before "
         "a capitalized word or a number is a token of its own, so a name has the same token ids in the sentence, "
-        "the chain and the JSON answer and copying it is exact.",
+        "the chain and the JSON answer and copying it is exact; answers: merged, and a name inside a one-line JSON "
+        "answer list is tokenized with the space it has in running text (the normalizer inserts a space after '[\"' "
+        "and '\", \"', the decoder removes it), so the ids match at no extra length.",
     )
     hidden_size: int = Field(256, ge=16)
     intermediate_size: int = Field(768, ge=16)

@@ -65,11 +65,20 @@ class Vocab:
     150k vocabulary)."""
 
     def __init__(self, tokenizer: Any, n_vocab: int, eos_ids: list[int]):
-        import llguidance.hf
+        import llguidance
+        from tokenizers import Tokenizer
 
         self.n_vocab = n_vocab
         self.eos = set(eos_ids)
-        self.lltok = llguidance.hf.from_tokenizer(tokenizer, n_vocab=n_vocab, eos_token=sorted(eos_ids))
+        # What llguidance.hf.from_tokenizer does, on a copy without the normalizer: the grammar runs on the
+        # tokens' bytes, and llguidance tokenizes the bytes it forces; a normalizer that inserts text (the
+        # tiny tokenizer's "answers" mode) would give it tokens whose bytes differ from what it asked for.
+        # Under the strict JSON layout every space that the decoder later drops is inside a string.
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.normalizer = None
+        backend.no_padding()
+        backend.no_truncation()
+        self.lltok = llguidance.LLTokenizer(backend.to_str(), n_vocab=n_vocab, eos_token=sorted(eos_ids))
 
         def single(text: str) -> int | None:
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -49,6 +49,10 @@ class _LoopQueue:
     task: asyncio.Task
 
 
+#: Tokens of context before the newest one when a row's text is decoded incrementally (vLLM's detokenizer keeps 5).
+DECODE_CONTEXT = 5
+
+
 class _RowState:
     """One row of a batched generate call (worker thread only). Each new token is decoded incrementally
     (as vLLM's detokenizer does: complete characters only) and the stop strings are matched on the TEXT, so a
@@ -83,7 +87,9 @@ class _RowState:
         prefix = tokenizer.decode(self.tokens[self._prefix:self._read], skip_special_tokens=False)
         text = tokenizer.decode(self.tokens[self._prefix:], skip_special_tokens=False)
         if len(text) > len(prefix) and not text.endswith("\ufffd"):  # else: an incomplete UTF-8 sequence
-            self._prefix, self._read = self._read, len(self.tokens)
+            # The window keeps DECODE_CONTEXT tokens before the read offset: a decoder that rewrites across
+            # tokens (the tiny tokenizer's "answers" mode drops the space after '", "') needs to see them.
+            self._prefix, self._read = max(0, min(self._read, len(self.tokens) - DECODE_CONTEXT)), len(self.tokens)
             before = len(self.text)
             self.text += text[len(prefix):]
             if self.reasoning_tokens is None and THINK_CLOSE in self.text[max(0, before - len(THINK_CLOSE) + 1):]:
