@@ -266,7 +266,7 @@ def test_isolated_space_makes_names_the_same_ids_in_sentence_and_json():
     corpus = builtin_corpus()
     sentence = "Talks between Nikolaus van der Pas and Mexico City ended on 12 March ."
     names = ["Nikolaus van der Pas", "Mexico City", "12 March"]
-    merged = train_tokenizer(builtin_corpus(), vocab_size=800)
+    merged = train_tokenizer(corpus, vocab_size=800)
     isolated = train_tokenizer(corpus, vocab_size=800, space_before_names="isolated")
     for tok in (merged, isolated):  # both stay lossless
         assert tok.decode(tok(sentence)["input_ids"]) == sentence

@@ -100,7 +100,7 @@ def train_tokenizer(
     removes exactly that space again (``decode(encode(x)) == x`` still holds; incremental decoders
     need a few tokens of context, as vLLM's keeps).
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     reserved = len(SPECIAL_TOKENS) + len(THINK_TOKENS)
@@ -109,10 +109,13 @@ def train_tokenizer(
 
     backend = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
     if space_before_names == "isolated":
         name_space = pre_tokenizers.Split(Regex(r" (?=[\p{Lu}\p{N}])"), behavior="isolated")
         backend.pre_tokenizer = pre_tokenizers.Sequence([name_space, byte_level])
     elif space_before_names == "answers":
+        backend.normalizer = normalizers.Sequence([normalizers.Replace(p, p + " ") for p in _ANSWER_ITEM_OPENERS])
+        backend.decoder = decoders.Sequence([decoders.ByteLevel(), *(decoders.Replace(p + " ", p) for p in _ANSWER_ITEM_OPENERS)])
         # GPT-2's split, except that a list item's opener with its inserted space ahead ('["', '", "')
         # stays one piece: after the normalizer, a name in a list follows a token of its own, not the
         # ' "' that also opens the next key ("], "location") and that a small model then confuses.
@@ -124,11 +127,6 @@ def train_tokenizer(
         backend.pre_tokenizer = byte_level
     else:
         raise ValueError(f"space_before_names must be 'merged', 'isolated' or 'answers', not {space_before_names!r}")
-    backend.decoder = decoders.ByteLevel()
-    if space_before_names == "answers":
-        from tokenizers import normalizers
-        backend.normalizer = normalizers.Sequence([normalizers.Replace(p, p + " ") for p in _ANSWER_ITEM_OPENERS])
-        backend.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(p + " ", p) for p in _ANSWER_ITEM_OPENERS])
     trainer = trainers.BpeTrainer(
         # The think tags are added after training, so leave room for them.
         vocab_size=vocab_size - len(THINK_TOKENS),

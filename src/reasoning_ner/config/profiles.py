@@ -57,8 +57,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         },
         # Measured in bench/grpo_effects.py (docs/grpo.md): the paper's 1e-6 does not move a 4.7M
         # model; 5e-5 with 2 updates per rollout batch does (from the "answers" SFT model: test-sample
-        # F1 up in every seed, dev F1 up in two of three; 1e-4 and 3e-5 did worse on dev). Without std scaling (Dr. GRPO proper)
-        # the rare F1 successes (x10) outweigh schema slips (x1); with it, the tiny model traded
+        # F1 up in every seed, dev F1 up in two of three; 1e-4 and 3e-5 did worse on dev). Without
+        # std scaling (Dr. GRPO proper) the rare F1 successes (x10) outweigh schema slips (x1); with it, the tiny model traded
         # F1 for schema validity in every seed. 128 prompts x 4 completions, 16 per step: 64 steps.
         # F1 rises over the SFT start in every seed only on prompts the SFT model gets partly right
         # (ranked from a pool of 16 x 128 = 2048, ~46 s of greedy decoding) sampled at 0.6: random
