@@ -47,7 +47,7 @@ RECIPE: dict[str, Any] = {
     "eval_split": "test",
     "eval_n": 200,
     "eval_sample_seed": 0,
-    "max_new_tokens": 96,
+    "max_new_tokens": 128,
 }
 
 

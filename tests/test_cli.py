@@ -14,7 +14,8 @@ from reasoning_ner.cli import app
 
 runner = CliRunner()
 SMALL_MODEL = ["--set", "model.tiny.hidden_size=32", "--set", "model.tiny.intermediate_size=64",
-               "--set", "model.tiny.num_hidden_layers=1", "--set", "model.tiny.vocab_size=400"]
+               "--set", "model.tiny.num_hidden_layers=1", "--set", "model.tiny.vocab_size=400",
+               "--set", "model.tiny.copy_circuit=false"]  # one layer cannot carry the circuit
 
 
 def test_prepare_one_dataset(tmp_path: Path, data_dir: Path) -> None:

@@ -36,8 +36,8 @@ def test_order_profile_then_file_then_overrides(tmp_path: Path) -> None:
     f.write_text("profile: qwen3-8b\nprompt:\n  answer_indent: 4\nmodel:\n  tiny:\n    hidden_size: 64\n")
     cfg = load_config(f)
     assert cfg.profile == "qwen3-8b" and cfg.prompt.answer_indent == 4 and cfg.model.tiny.hidden_size == 64
-    cfg = load_config(f, profile="tiny-cpu", overrides=["model.tiny.hidden_size=32", "prompt.with_cot=false"])
-    assert cfg.profile == "tiny-cpu" and cfg.model.tiny.hidden_size == 32 and cfg.prompt.with_cot is False
+    cfg = load_config(f, profile="tiny-cpu", overrides=["model.tiny.hidden_size=128", "prompt.with_cot=false"])
+    assert cfg.profile == "tiny-cpu" and cfg.model.tiny.hidden_size == 128 and cfg.prompt.with_cot is False
     assert cfg.prompt.answer_indent == 4  # the file still wins over the profile
 
 

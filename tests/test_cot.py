@@ -18,7 +18,7 @@ import pytest
 
 from reasoning_ner.config import ZERO_SHOT_DATASETS, CoTConfig
 from reasoning_ner.cot.client import ChatClient, EndpointError, backoff_delay, parse_chat_response, retry_after_seconds
-from reasoning_ner.cot.offline import compact_chain, full_chain
+from reasoning_ner.cot.offline import compact_chain, full_chain, offline_chain, tagged_chain
 from reasoning_ner.cot.prompts import parse_judge_score, teacher_prompt
 from reasoning_ner.cot.stub_teacher import FaultPlan, StubTeacher, parse_faults, start_stub
 from reasoning_ner.cot.synthesize import load_inputs, synthesize
@@ -81,6 +81,27 @@ def test_offline_chains_walk_the_schema() -> None:
     assert '"Warsaw" appears after "in" and before "."' not in full  # '.' is not a word
     assert '"Warsaw" appears after "in"' in full and "names a location" in full
     assert "nothing in the sentence refers to an organization" in full
+
+
+def test_tagged_chain_marks_each_entity_in_place() -> None:
+    assert tagged_chain(_rec()) == "[ Marie Curie | person ] was born in [ Warsaw | location ] ."
+    assert tagged_chain(NERRecord("y", "the cat sat", [], ["person"], "t", "train")) == "the cat sat"
+    # Nested or overlapping spans: the first, longest one is marked; the text is never repeated or lost.
+    text = "Bank of England staff"
+    rec = NERRecord("z", text, [Entity(8, 15, "location", "England"), Entity(0, 15, "organization", "Bank of England")],
+                    ["location", "organization"], "t", "train")
+    assert tagged_chain(rec) == "[ Bank of England | organization ] staff"
+    assert offline_chain(rec, "tagged") == tagged_chain(rec)
+    with pytest.raises(ValueError, match="compact, tagged or full"):
+        offline_chain(rec, "terse")
+
+
+def test_offline_synthesis_accepts_tagged_chains(tmp_path: Path, conll_train: Path) -> None:
+    cfg = CoTConfig(chain_style="tagged", max_records_per_dataset=300)
+    stats = synthesize([conll_train], tmp_path, cfg, ZERO_SHOT_DATASETS, progress=False)
+    assert stats["records"] == 300 and stats["accepted"] >= 295, stats  # a one-word sentence is too short a chain
+    assert all(r.cot.replace("[ ", "").replace(" ]", "").count(" | ") == len({(e.start, e.end) for e in r.entities})
+               for r in read_records(tmp_path / "accepted.jsonl"))
 
 
 def test_offline_synthesis_accepts_gold_grounded_chains(tmp_path: Path, conll_train: Path) -> None:

@@ -23,7 +23,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = load_config(overrides=["model.tiny.hidden_size=32", "model.tiny.intermediate_size=64",
-                                 "model.tiny.num_hidden_layers=1", "model.tiny.vocab_size=500"]).model.tiny
+                                 "model.tiny.num_hidden_layers=1", "model.tiny.vocab_size=500",
+                                 "model.tiny.copy_circuit=false"]).model.tiny
     out = tmp_path_factory.mktemp("tiny") / "model"
     init_tiny(out, cfg)
     return out

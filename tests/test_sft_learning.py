@@ -18,14 +18,15 @@ from reasoning_ner.config import load_config
 from reasoning_ner.records import read_jsonl
 from tests.checks import assert_exported_model
 
-# Seeds 0 / 1 / 2 measured (docs/training.md "Measured on tiny-cpu"): loss drop 7.82 / 7.50 / 7.07,
-# parse 0.925 / 0.960 / 0.945 (untrained 0 in every seed), F1 0.141 / 0.140 / 0.137.
+# Seeds 0 / 1 / 2 measured (docs/training.md "Measured on tiny-cpu"; the copy circuit and the tagged
+# chain, 700 steps): loss drop 7.24 / 7.12 / 7.54, parse 0.86 / 0.89 / 0.90 (untrained 0 in every
+# seed), F1 0.535 / 0.517 / 0.520.
 # Each floor is the lowest of the three seeds minus a stated margin for run-to-run variation of the
 # CPU kernels; the test trains seed 0.
-MIN_LOSS_DROP = 6.0  # loss at the first logged step minus loss at the last: lowest seed 7.07, margin 1.07 (noisy per batch)
-MIN_PARSE_RATE = 0.9  # lowest seed 0.925, margin 0.025
-MIN_PARSE_GAIN = 0.85  # trained minus untrained parse rate: lowest seed 0.925 - 0, margin 0.075
-MIN_F1 = 0.11  # lowest seed 0.137, margin 0.027
+MIN_LOSS_DROP = 6.0  # loss at the first logged step minus loss at the last: lowest seed 7.12, margin 1.12 (noisy per batch)
+MIN_PARSE_RATE = 0.8  # lowest seed 0.86, margin 0.06 (a parse failure is a repetition loop, a threshold effect)
+MIN_PARSE_GAIN = 0.8  # trained minus untrained parse rate: lowest seed 0.86 - 0, margin 0.06
+MIN_F1 = 0.45  # lowest seed 0.517, margin 0.067
 
 
 def test_recipe_is_the_profile_make_run_trains(sft_model: dict[str, Any]) -> None:
@@ -34,7 +35,8 @@ def test_recipe_is_the_profile_make_run_trains(sft_model: dict[str, Any]) -> Non
     shipped = load_config(profile="tiny-cpu")
     assert trained_with.sft.model_dump(exclude={"save_steps"}) == shipped.sft.model_dump(exclude={"save_steps"})
     assert trained_with.cot == shipped.cot and trained_with.data.train_datasets == shipped.data.train_datasets
-    assert trained_with.model.tiny == shipped.model.tiny  # the tokenizer's "answers" mode and the shape
+    assert trained_with.model.tiny == shipped.model.tiny  # the tokenizer's "answers" mode, the copy circuit, the shape
+    assert trained_with.model.tiny.copy_circuit and trained_with.cot.chain_style == "tagged"
 
 
 def test_sft_lowers_training_loss(sft_model: dict[str, Any]) -> None:
@@ -61,4 +63,5 @@ def test_exported_model_loads_with_card_and_curves(sft_model: dict[str, Any]) ->
     assert sum("loss" in e for e in history) >= 20
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "summary.json").read_text())["model_dir"] == str(model_dir)
-    assert next(iter(read_jsonl(sft_model["train_file"])))["cot"].startswith("Candidates: ")
+    # The offline teacher's tagged chain over CoNLL-2003's first training sentence.
+    assert next(iter(read_jsonl(sft_model["train_file"])))["cot"] == "[ EU | organization ] rejects German call to boycott British lamb ."

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasoning_ner.config import ModelConfig, PromptConfig, TinyModelConfig
+from reasoning_ner.copy_circuit import install_copy_circuit
 from reasoning_ner.tokenizer import (
     CHATML_TEMPLATE,
     EOS_TOKEN,
@@ -114,6 +115,8 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerBase, cfg: TinyModelConfig) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = model_cls(config).to(torch.float32)
+    if cfg.copy_circuit:
+        install_copy_circuit(model, cfg.seed)
     model.generation_config = GenerationConfig(
         do_sample=False,
         eos_token_id=eos_id,
@@ -138,6 +141,10 @@ def _model_card(cfg: TinyModelConfig, parameters: int, vocab_size: int, corpus_t
         "isolated": "a token of its own",
         "answers": "merged into the word, GPT-2 style, also inside JSON answer lists (a space the decoder removes)",
     }.get(cfg.space_before_names, "merged into the word, GPT-2 style")
+    before_training = (
+        "pieces of its input repeated (two attention heads are set by hand to copy; every other weight is random)"
+        if cfg.copy_circuit else "random tokens"
+    )
     return f"""---
 license: apache-2.0
 library_name: transformers
@@ -155,7 +162,7 @@ tags:
 A **randomly initialised** tiny causal language model, built locally by
 `rner model init-tiny` as the base model of the `tiny-cpu` profile. No pretrained weights
 were downloaded or used. **It knows nothing until it is trained**: before supervised
-fine-tuning its output is random tokens.
+fine-tuning its output is {before_training}.
 
 It exists so that the whole pipeline (SFT, GRPO, evaluation, serving) runs end to end on a
 2-core CPU in minutes, with exactly the code used for real base models such as
@@ -177,6 +184,7 @@ It exists so that the whole pipeline (SFT, GRPO, evaluation, serving) runs end t
 | tied embeddings | {cfg.tie_word_embeddings} |
 | dtype | float32 |
 | init seed | {cfg.seed} |
+| copy circuit (hand-set induction head, `reasoning_ner.copy_circuit`) | {cfg.copy_circuit} |
 
 ## Tokenizer
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from .base import _Section
+from .copy_circuit import check_copy_circuit_shape
 from .flywheel import FlywheelSection, RefreshSection
 from .profiles import PROFILES, deep_merge
 from .serving import ServingSettings
@@ -92,6 +93,12 @@ class TinyModelConfig(_Section):
     max_position_embeddings: int = Field(1024, ge=64)
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
+    copy_circuit: bool = Field(
+        False,
+        description="Initialise a previous-token head (layer 0) and an induction head (layer 1) by hand, so the "
+        "untrained model already copies spans of its input and training learns what to copy "
+        "(reasoning_ner.copy_circuit; qwen3 only).",
+    )
     seed: int = 0
     tokenizer_corpus_limit: int = Field(
         20000, ge=0, description="Max prepared training records used to train the tokenizer."
@@ -99,6 +106,16 @@ class TinyModelConfig(_Section):
     tokenizer_datasets: list[str] | None = Field(
         None, description="Prepared datasets whose training records train the tokenizer; None: every non-zero-shot one."
     )
+
+    @model_validator(mode="after")
+    def _copy_circuit_fits(self) -> TinyModelConfig:
+        if self.copy_circuit:
+            if self.architecture != "qwen3":
+                raise ValueError("model.tiny.copy_circuit needs the qwen3 architecture (QK-norm gives the constant query)")
+            head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+            check_copy_circuit_shape(self.hidden_size, head_dim, self.num_hidden_layers, self.num_attention_heads,
+                                     self.tie_word_embeddings)
+        return self
 
 
 class ModelConfig(_Section):
@@ -124,8 +141,9 @@ class CoTConfig(_Section):
     mode: Literal["reannotate", "explain"] = Field(
         "reannotate", description="reannotate: teacher sees sentence + schema (paper); explain: also the gold entities."
     )
-    chain_style: Literal["compact", "full"] = Field(
-        "full", description="Offline teacher chain length: compact (~40 tokens, tiny-cpu) or full."
+    chain_style: Literal["compact", "tagged", "full"] = Field(
+        "full", description="Offline teacher chain: compact (the candidate spans, ~15 tokens), tagged (the sentence "
+        "with each entity marked in place, tiny-cpu) or full (a paragraph per type)."
     )
     temperature: float = Field(0.6, ge=0.0)
     max_tokens: int = Field(4096, ge=16)

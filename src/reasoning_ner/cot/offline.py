@@ -1,10 +1,10 @@
 """The offline teacher: deterministic, gold-grounded reasoning chains with no network and no model.
 
 ``full`` walks the schema type by type and justifies each gold entity from its context (the
-words around it); ``compact`` lists the sentence's capitalized spans as candidates (~15 tokens,
-the tiny-cpu model's sequence budget). Because the chains are built from the gold annotation,
-verification rejects almost nothing locally; rejection behaviour is exercised with the stub HTTP
-teacher in the tests.
+words around it); ``compact`` lists the sentence's capitalized spans as candidates (~15 tokens);
+``tagged`` (the tiny-cpu profile) repeats the sentence with each entity marked in place. Because
+the chains are built from the gold annotation, verification rejects almost nothing locally;
+rejection behaviour is exercised with the stub HTTP teacher in the tests.
 
 ``full`` is closer to what a reasoning LLM writes; the GPU profiles use a real teacher anyway.
 """
@@ -82,6 +82,25 @@ def compact_chain(record: NERRecord) -> str:
     return f"Candidates: {'; '.join(candidates) if candidates else 'none'}."
 
 
+def tagged_chain(record: NERRecord) -> str:
+    """The sentence itself with each gold entity marked in place: ``[ EU | organization ] rejects ...``.
+
+    Repeating the sentence in order is the copy a small model's induction heads make (each token
+    is the one that followed the previous token in the sentence; reasoning_ner.copy_circuit), and
+    marking an entity in place is a local decision per word, as in TANL-style generative NER.
+    The answer then copies the marked spans from a few tokens back.
+    """
+    parts: list[str] = []
+    last = 0
+    for ent in sorted(record.entities, key=lambda e: (e.start, -e.end)):
+        if ent.start < last:
+            continue  # nested or overlapping: the outer (first, longest) span is marked
+        parts += [record.text[last : ent.start], f"[ {ent.text} | {ent.label} ]"]
+        last = ent.end
+    parts.append(record.text[last:])
+    return "".join(parts)
+
+
 def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
@@ -114,4 +133,6 @@ def offline_chain(record: NERRecord, style: str = "full") -> str:
         return compact_chain(record)
     if style == "full":
         return full_chain(record)
-    raise ValueError(f"unknown chain style {style!r}; use compact or full")
+    if style == "tagged":
+        return tagged_chain(record)
+    raise ValueError(f"unknown chain style {style!r}; use compact, tagged or full")
