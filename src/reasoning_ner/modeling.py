@@ -142,7 +142,8 @@ def _model_card(cfg: TinyModelConfig, parameters: int, vocab_size: int, corpus_t
         "answers": "merged into the word, GPT-2 style, also inside JSON answer lists (a space the decoder removes)",
     }.get(cfg.space_before_names, "merged into the word, GPT-2 style")
     before_training = (
-        "pieces of its input repeated (two attention heads are set by hand to copy; every other weight is random)"
+        "pieces of its input repeated (four attention heads are set by hand to copy, the other residual branches "
+        "start at zero, the remaining weights are random; reasoning_ner.copy_circuit)"
         if cfg.copy_circuit else "random tokens"
     )
     return f"""---
