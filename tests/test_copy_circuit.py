@@ -50,6 +50,29 @@ def test_an_untrained_model_with_the_circuit_copies(tokenizer):
     assert repeat_accuracy(with_circuit, len(tokenizer), distinct=8) > 0.5
 
 
+def resume_rate(model, vocab_size: int, length: int = 40, slip: int = 15) -> float:
+    """A copy of a random sequence repeats its token at ``slip`` once by mistake: how often does the next
+    prediction resume the copy (the token after ``slip``) instead of repeating it again (a loop)?"""
+    gen = torch.Generator().manual_seed(2)
+    first = torch.randint(20, vocab_size, (32, length), generator=gen)
+    seq = torch.cat([first, first[:, : slip + 1], first[:, slip : slip + 1]], dim=1)
+    with torch.no_grad():
+        predicted = model(seq).logits[:, -1].argmax(-1)
+    return (predicted == first[:, slip + 1]).float().mean().item()
+
+
+def test_a_token_repeated_by_mistake_does_not_start_a_loop(tokenizer, monkeypatch):
+    """The induction heads' recency penalty: right after ``... A B C C`` the latest ``C`` (one back, whose
+    predecessor is ``C``) matches the query as well as the sentence's ``C`` does; only the distance tells
+    them apart. Without the penalty the copy repeats ``C`` for ever, as the tiny model's chains did."""
+    from reasoning_ner import copy_circuit
+
+    cfg = SHAPE.model_copy(update={"copy_circuit": True})
+    assert resume_rate(build_tiny_model(tokenizer, cfg), len(tokenizer)) > 0.9
+    monkeypatch.setattr(copy_circuit, "RECENCY_SCALE", 0.0)
+    assert resume_rate(build_tiny_model(tokenizer, cfg), len(tokenizer)) < 0.1
+
+
 def test_every_query_head_grouping_carries_it(tokenizer):
     mha = SHAPE.model_copy(update={"copy_circuit": True, "num_key_value_heads": 4})  # a key/value head each
     assert repeat_accuracy(build_tiny_model(tokenizer, mha), len(tokenizer), distinct=8) > 0.5

@@ -30,7 +30,10 @@ before each position. A repeated word (``at``, ``,``, ``the``) splits the one-to
 its occurrences, a loop waiting to happen; the two-token head settles it (on random sequences over
 8 distinct tokens the untrained model continues the repeat with accuracy 0.55, against 0.23 with
 the one-token head alone). After a tag opener (``[ EU``) only the one-token head matches, so it
-writes twice as strongly. Each head's value/output pair writes the attended token's embedding
+writes twice as strongly. Both heads also carry a recency penalty (``RECENCY_BAND``): a token the
+model has just written twice by mistake (``C C``) matches its own latest occurrence as well as the
+sentence's, and without the penalty it copies ``C`` again for ever (``The The The ...``, most of
+the unparsed answers of the first tiny model with the circuit). Each head's value/output pair writes the attended token's embedding
 back, which the tied LM head reads as "predict this token". Every other residual branch (the other
 heads' output projections and all MLP down projections) starts at zero, as in zero-initialised
 residual branches (SkipInit, Fixup), so the circuit is not drowned in noise; their input
@@ -55,6 +58,15 @@ COPY_GAIN = 8.0
 #: Size of the previous-token channel relative to a token embedding.
 PREV_GAIN = 0.5
 EMBED_STD = 0.02
+#: The induction heads' recency penalty: constant query/key parts in the rotary pairs whose
+#: frequencies lie in this band (radians per position) score ``-cos(freq * distance)``, summed: about
+#: 4 units below the average for a match up to ~15 positions back, near it beyond ~30. A chain copies
+#: its sentence from the prompt, further back than that, so a token the model has just written (a
+#: word it repeated by mistake) no longer attracts the copy and starts a loop (``The The The``).
+RECENCY_BAND = (0.024, 0.11)
+#: Size of those query/key parts in the projections, and their QK-norm gain (the penalty's strength).
+RECENCY_SCALE = 0.5
+RECENCY_GAIN = 2.0
 
 
 def _orthonormal_rows(rows: int, cols: int, generator: Any) -> Any:
@@ -139,8 +151,10 @@ def install_copy_circuit(model: Any, seed: int) -> None:
             first, second = slow[:code_dims], slow[code_dims:]
             heads.append((group, [(first, slice(0, content), slice(prev1.start, prev1.start + code_dims)),
                                   (second, slice(prev1.start, prev1.start + code_dims), prev2)]))
+        recency = [j for j in range(half) if j not in slow and RECENCY_BAND[0] <= float(inv_freq[j]) <= RECENCY_BAND[1]]
         gain = torch.ones(hd)
         gain[slow] = QK_GAIN
+        gain[recency] = RECENCY_GAIN
         attn.q_norm.weight.copy_(gain)
         attn.k_norm.weight.copy_(gain)
         for head, parts in heads:
@@ -152,6 +166,9 @@ def install_copy_circuit(model: Any, seed: int) -> None:
                 query_code = code[:n] if query_from.start == 0 else torch.eye(n)
                 attn.q_proj.weight[[head * hd + i for i in dims], query_from] = query_code
                 attn.k_proj.weight[[kv * hd + i for i in dims], key_from] = torch.eye(n)
+            # q = -k in each recency pair: the score falls as cos(freq * distance) rises, i.e. nearby
+            attn.q_proj.weight[[head * hd + j for j in recency], const] = -RECENCY_SCALE
+            attn.k_proj.weight[[kv * hd + j for j in recency], const] = RECENCY_SCALE
             readout = _orthonormal_rows(hd, content, gen)
             attn.v_proj.weight[kv * hd : (kv + 1) * hd] = 0.0
             attn.v_proj.weight[kv * hd : (kv + 1) * hd, :content] = readout
