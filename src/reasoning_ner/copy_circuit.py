@@ -33,16 +33,18 @@ the one-token head alone). After a tag opener (``[ EU``) only the one-token head
 writes twice as strongly. Both heads also carry a recency penalty (``RECENCY_BAND``): a token the
 model has just written twice by mistake (``C C``) matches its own latest occurrence as well as the
 sentence's, and without the penalty it copies ``C`` again for ever (``The The The ...``, most of
-the unparsed answers of the first tiny model with the circuit). Each head's value/output pair writes the attended token's embedding
-back, which the tied LM head reads as "predict this token". Every other residual branch (the other
-heads' output projections and all MLP down projections) starts at zero, as in zero-initialised
-residual branches (SkipInit, Fixup), so the circuit is not drowned in noise; their input
-projections keep their random values, so they train from the first step.
+the unparsed answers of the first tiny model with the circuit). Each head's value/output pair
+writes the attended token's embedding back, which the tied LM head reads as "predict this token".
+Every other residual branch (the other heads' output projections and all MLP down projections)
+starts at zero, as in zero-initialised residual branches (SkipInit, Fixup), so the circuit is not
+drowned in noise; their input projections keep their random values, so they train from the first
+step.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 # The shape rules live with the configuration, which checks them when it loads.
@@ -87,6 +89,25 @@ def _offset_query(key: Any, inv_freq: Any, fast: list[int], half: int, distance:
     return query
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where the circuit lives in a model of this shape (see the module docstring)."""
+
+    d: int  # hidden size
+    hd: int  # head dim
+    content: int  # token embedding dimensions [0, content)
+    prev1: slice  # code of the token one position back
+    prev2: slice  # ... and two back (a shorter code)
+    const: int  # the constant dimension
+    unit: float  # residual units: an embedding's RMS; heads read RMS-1 inputs and write in these units
+    inv_freq: Any  # rotary frequency of each pair
+    group: int  # query heads per key/value head
+
+    @property
+    def half(self) -> int:
+        return self.hd // 2
+
+
 def install_copy_circuit(model: Any, seed: int) -> None:
     """Overwrite ``model``'s fresh weights in place with the induction-head initialisation."""
     import torch
@@ -97,81 +118,94 @@ def install_copy_circuit(model: Any, seed: int) -> None:
     if not hasattr(model.model.layers[0].self_attn, "q_norm"):
         raise ValueError("model.tiny.copy_circuit needs the qwen3 architecture (QK-norm gives the constant query)")
     gen = torch.Generator().manual_seed(seed)
-    code_dims = PREV_DIMS // 2
-    content, const, half = d - PREV_DIMS - code_dims - 1, d - 1, hd // 2
-    prev1 = slice(content, content + PREV_DIMS)  # code of the token one position back
-    prev2 = slice(content + PREV_DIMS, content + PREV_DIMS + code_dims)  # ... and two back (shorter code)
-    # residual units: an embedding's RMS; heads read normalised inputs (RMS 1) and write in these units
-    unit = EMBED_STD * math.sqrt(content / d)
-    inv_freq = 1.0 / (cfg.rope_parameters["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    content = d - PREV_DIMS - PREV_DIMS // 2 - 1
+    layout = _Layout(
+        d=d, hd=hd, content=content, const=d - 1,
+        prev1=slice(content, content + PREV_DIMS), prev2=slice(content + PREV_DIMS, d - 1),
+        unit=EMBED_STD * math.sqrt(content / d),
+        inv_freq=1.0 / (cfg.rope_parameters["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)),
+        group=cfg.num_attention_heads // cfg.num_key_value_heads,
+    )
     layers = model.model.layers
-    group = cfg.num_attention_heads // cfg.num_key_value_heads
     with torch.no_grad():
         embed = model.model.embed_tokens.weight
         embed.zero_()
         embed[:, :content] = torch.randn(embed.shape[0], content, generator=gen) * EMBED_STD
-        embed[:, const] = 2 * EMBED_STD
+        embed[:, layout.const] = 2 * EMBED_STD
         for layer in layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
-
-        # Layer 0: query heads 0 and 1 attend one and two positions back: in each fast rotary pair
-        # q = R(-distance) k for a constant key, so q.R(n-m)k peaks at n = m - distance.
-        attn = layers[0].self_attn
-        fast = list(range(FAST_PAIRS))
-        key = torch.zeros(hd)
-        key[fast] = 1.0
         code = _orthonormal_rows(PREV_DIMS, content, gen)
-        for head, distance, channel in ((0, 1, prev1), (1, 2, prev2)):
-            rows, kv_rows = slice(head * hd, (head + 1) * hd), slice(head // group * hd, (head // group + 1) * hd)
-            width = channel.stop - channel.start
-            attn.q_proj.weight[rows] = 0.0
-            attn.q_proj.weight[rows, const] = _offset_query(key, inv_freq, fast, half, distance)
-            attn.k_proj.weight[kv_rows] = 0.0
-            attn.k_proj.weight[kv_rows, const] = key
-            attn.v_proj.weight[kv_rows] = 0.0
-            attn.v_proj.weight[kv_rows.start : kv_rows.start + PREV_DIMS, :content] = code
-            scale = unit * PREV_GAIN * math.sqrt(d / width)
-            attn.o_proj.weight[channel, head * hd : head * hd + width] = torch.eye(width) * scale
-        gain = torch.ones(hd)
-        gain[fast + [j + half for j in fast]] = QK_GAIN
-        attn.q_norm.weight.copy_(gain)
-        attn.k_norm.weight.copy_(gain)
+        _previous_token_heads(layers[0].self_attn, layout, code)
+        _induction_heads(layers[1].self_attn, layout, code, cfg.num_key_value_heads, gen)
 
-        # Layer 1, two induction heads on their own key/value heads. Head 0 matches one token (the
-        # current token's code against the previous-token code at each position); the first head of
-        # the next key/value group matches two (the current and previous tokens against the two
-        # before each position). Both copy the token they find; where both find the same one the
-        # copy is sure, and a repeated word (`at`, `,`, `the`) cannot send it back to its latest
-        # occurrence (a loop), while a copy right after a tag opener (`[ EU`) still has head 0.
-        attn = layers[1].self_attn
-        slow = list(range(half - PREV_DIMS // 2, half)) + list(range(hd - PREV_DIMS // 2, hd))
-        heads = [(0, [(slow, slice(0, content), prev1)])]
-        if cfg.num_key_value_heads > 1:
-            first, second = slow[:code_dims], slow[code_dims:]
-            heads.append((group, [(first, slice(0, content), slice(prev1.start, prev1.start + code_dims)),
-                                  (second, slice(prev1.start, prev1.start + code_dims), prev2)]))
-        recency = [j for j in range(half) if j not in slow and RECENCY_BAND[0] <= float(inv_freq[j]) <= RECENCY_BAND[1]]
-        gain = torch.ones(hd)
-        gain[slow] = QK_GAIN
-        gain[recency] = RECENCY_GAIN
-        attn.q_norm.weight.copy_(gain)
-        attn.k_norm.weight.copy_(gain)
-        for head, parts in heads:
-            rows, kv = slice(head * hd, (head + 1) * hd), head // group
-            attn.q_proj.weight[rows] = 0.0
-            attn.k_proj.weight[kv * hd : (kv + 1) * hd] = 0.0
-            for dims, query_from, key_from in parts:
-                n = len(dims)
-                query_code = code[:n] if query_from.start == 0 else torch.eye(n)
-                attn.q_proj.weight[[head * hd + i for i in dims], query_from] = query_code
-                attn.k_proj.weight[[kv * hd + i for i in dims], key_from] = torch.eye(n)
-            # q = -k in each recency pair: the score falls as cos(freq * distance) rises, i.e. nearby
-            attn.q_proj.weight[[head * hd + j for j in recency], const] = -RECENCY_SCALE
-            attn.k_proj.weight[[kv * hd + j for j in recency], const] = RECENCY_SCALE
-            readout = _orthonormal_rows(hd, content, gen)
-            attn.v_proj.weight[kv * hd : (kv + 1) * hd] = 0.0
-            attn.v_proj.weight[kv * hd : (kv + 1) * hd, :content] = readout
-            copy_gain = COPY_GAIN if head == 0 else COPY_GAIN / 2  # see COPY_GAIN
-            out = readout.T * copy_gain * unit * math.sqrt(d / content)
-            attn.o_proj.weight[:content, head * hd : (head + 1) * hd] = out
+
+def _previous_token_heads(attn: Any, layout: _Layout, code: Any) -> None:
+    """Layer 0: query heads 0 and 1 attend one and two positions back and write the ``code`` of the
+    token there: in each fast rotary pair q = R(-distance) k for a constant key, so q.R(n-m)k peaks at
+    n = m - distance."""
+    import torch
+
+    hd, half, const, group = layout.hd, layout.half, layout.const, layout.group
+    fast = list(range(FAST_PAIRS))
+    key = torch.zeros(hd)
+    key[fast] = 1.0
+    for head, distance, channel in ((0, 1, layout.prev1), (1, 2, layout.prev2)):
+        rows, kv_rows = slice(head * hd, (head + 1) * hd), slice(head // group * hd, (head // group + 1) * hd)
+        width = channel.stop - channel.start
+        attn.q_proj.weight[rows] = 0.0
+        attn.q_proj.weight[rows, const] = _offset_query(key, layout.inv_freq, fast, half, distance)
+        attn.k_proj.weight[kv_rows] = 0.0
+        attn.k_proj.weight[kv_rows, const] = key
+        attn.v_proj.weight[kv_rows] = 0.0
+        attn.v_proj.weight[kv_rows.start : kv_rows.start + PREV_DIMS, : layout.content] = code
+        scale = layout.unit * PREV_GAIN * math.sqrt(layout.d / width)
+        attn.o_proj.weight[channel, head * hd : head * hd + width] = torch.eye(width) * scale
+    gain = torch.ones(hd)
+    gain[fast + [j + half for j in fast]] = QK_GAIN
+    attn.q_norm.weight.copy_(gain)
+    attn.k_norm.weight.copy_(gain)
+
+
+def _induction_heads(attn: Any, layout: _Layout, code: Any, kv_heads: int, gen: Any) -> None:
+    """Layer 1, two induction heads on their own key/value heads. Head 0 matches one token (the
+    current token's code against the previous-token code at each position); the first head of the
+    next key/value group matches two (the current and previous tokens against the two before each
+    position). Both copy the token they find; where both find the same one the copy is sure, and a
+    repeated word (`at`, `,`, `the`) cannot send it back to its latest occurrence (a loop), while a
+    copy right after a tag opener (`[ EU`) still has head 0. Both carry the recency penalty."""
+    import torch
+
+    hd, half, content, group = layout.hd, layout.half, layout.content, layout.group
+    code_dims, prev1 = PREV_DIMS // 2, layout.prev1
+    slow = list(range(half - code_dims, half)) + list(range(hd - code_dims, hd))
+    heads = [(0, [(slow, slice(0, content), prev1)])]
+    if kv_heads > 1:
+        first, second = slow[:code_dims], slow[code_dims:]
+        heads.append((group, [(first, slice(0, content), slice(prev1.start, prev1.start + code_dims)),
+                              (second, slice(prev1.start, prev1.start + code_dims), layout.prev2)]))
+    band = RECENCY_BAND
+    recency = [j for j in range(half) if j not in slow and band[0] <= float(layout.inv_freq[j]) <= band[1]]
+    gain = torch.ones(hd)
+    gain[slow] = QK_GAIN
+    gain[recency] = RECENCY_GAIN
+    attn.q_norm.weight.copy_(gain)
+    attn.k_norm.weight.copy_(gain)
+    for head, parts in heads:
+        rows, kv = slice(head * hd, (head + 1) * hd), head // group
+        attn.q_proj.weight[rows] = 0.0
+        attn.k_proj.weight[kv * hd : (kv + 1) * hd] = 0.0
+        for dims, query_from, key_from in parts:
+            n = len(dims)
+            query_code = code[:n] if query_from.start == 0 else torch.eye(n)
+            attn.q_proj.weight[[head * hd + i for i in dims], query_from] = query_code
+            attn.k_proj.weight[[kv * hd + i for i in dims], key_from] = torch.eye(n)
+        # q = -k in each recency pair: the score falls as cos(freq * distance) rises, i.e. nearby
+        attn.q_proj.weight[[head * hd + j for j in recency], layout.const] = -RECENCY_SCALE
+        attn.k_proj.weight[[kv * hd + j for j in recency], layout.const] = RECENCY_SCALE
+        readout = _orthonormal_rows(hd, content, gen)
+        attn.v_proj.weight[kv * hd : (kv + 1) * hd] = 0.0
+        attn.v_proj.weight[kv * hd : (kv + 1) * hd, :content] = readout
+        copy_gain = COPY_GAIN if head == 0 else COPY_GAIN / 2  # see COPY_GAIN
+        out = readout.T * copy_gain * layout.unit * math.sqrt(layout.d / content)
+        attn.o_proj.weight[:content, head * hd : (head + 1) * hd] = out
