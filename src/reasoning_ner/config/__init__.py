@@ -95,9 +95,9 @@ class TinyModelConfig(_Section):
     tie_word_embeddings: bool = True
     copy_circuit: bool = Field(
         False,
-        description="Initialise a previous-token head (layer 0) and an induction head (layer 1) by hand, so the "
-        "untrained model already copies spans of its input and training learns what to copy "
-        "(reasoning_ner.copy_circuit; qwen3 only).",
+        description="Initialise two previous-token heads (layer 0) and two induction heads with a recency penalty "
+        "(layer 1) by hand, so the untrained model already copies spans of its input and training learns what to "
+        "copy (reasoning_ner.copy_circuit; qwen3 only).",
     )
     seed: int = 0
     tokenizer_corpus_limit: int = Field(
