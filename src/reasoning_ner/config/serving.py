@@ -9,9 +9,9 @@ camelCase as Helm values (:meth:`ServingSettings.to_helm_values`).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")  # a Secret's data key
@@ -183,6 +183,14 @@ class TransformerSettings(_Values):
         "transformer's storage initializer fails.")
 
 
+def _go_duration(v: str) -> str:
+    parse_duration(v)
+    return v
+
+
+GoDuration = Annotated[str, AfterValidator(_go_duration)]  # Knative's annotations take Go durations
+
+
 class ScalingSettings(_Values):
     """Predictor scaling. Which fields apply depends on the mode/autoscaler (see docs/deploy.md)."""
 
@@ -191,7 +199,7 @@ class ScalingSettings(_Values):
     # Knative (KPA)
     container_concurrency: int = Field(64, ge=0, description="Knative hard limit of in-flight requests per replica (0 = none).")
     scale_target: int = Field(32, ge=1, description="Knative soft target of in-flight requests per replica.")
-    scale_down_delay: str = Field("10m", description="Knative: keep replicas this long after load drops (cold starts are minutes).")
+    scale_down_delay: GoDuration = Field("10m", description="Knative: keep replicas this long after load drops (cold starts are minutes).")
     # KEDA (keda and external)
     prometheus_url: str = "http://prometheus-operated.monitoring.svc.cluster.local:9090"
     waiting_requests_target: int = Field(4, ge=1, description="vllm:num_requests_waiting per replica before scaling out.")
@@ -204,24 +212,12 @@ class ScalingSettings(_Values):
     rollout_max_surge: int = Field(1, ge=0)
     rollout_max_unavailable: int = Field(0, ge=0)
 
-    @field_validator("scale_down_delay")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
-
 
 class KnativeSettings(_Values):
     timeout_seconds: int = Field(600, ge=1, description="Request timeout (Knative's max-revision-timeout-seconds must allow it).")
-    progress_deadline: str = Field("1800s", description="serving.knative.dev/progress-deadline: a revision's whole cold start.")
+    progress_deadline: GoDuration = Field("1800s", description="serving.knative.dev/progress-deadline: a revision's whole cold start.")
     tag_routing: bool = Field(True, description="serving.kserve.io/enable-tag-routing: latest-/prev- URLs for canary checks.")
     canary_traffic_percent: int | None = Field(None, ge=0, le=100, description="Static canary share (the deploy step sets it per rollout).")
-
-    @field_validator("progress_deadline")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
 
 
 class StorageSettings(_Values):

@@ -186,14 +186,20 @@ def _is_true(status: dict[str, Any], cond: str) -> bool:
     return _conditions(status).get(cond, {}).get("status") == "True"
 
 
-def knative_state(isvc: dict[str, Any], generation: int, percent: int) -> tuple[str, str]:
-    """('ready'|'pending'|'failed', why) of a Knative rollout where the latest revision should carry ``percent``."""
-    status = isvc.get("status") or {}
+def _controller_state(status: dict[str, Any], generation: int) -> tuple[str, str] | None:
+    """What every mode checks first: the controller saw this generation, and no condition failed."""
     if (status.get("observedGeneration") or 0) < generation:
         return "pending", f"controller has not observed generation {generation} yet"
     failure = _failure(status)
-    if failure:
-        return "failed", failure
+    return ("failed", failure) if failure else None
+
+
+def knative_state(isvc: dict[str, Any], generation: int, percent: int) -> tuple[str, str]:
+    """('ready'|'pending'|'failed', why) of a Knative rollout where the latest revision should carry ``percent``."""
+    status = isvc.get("status") or {}
+    early = _controller_state(status, generation)
+    if early:
+        return early
     comp = (status.get("components") or {}).get("predictor") or {}
     created, ready = comp.get("latestCreatedRevision"), comp.get("latestReadyRevision")
     if not created or created != ready:
@@ -215,11 +221,9 @@ def knative_state(isvc: dict[str, Any], generation: int, percent: int) -> tuple[
 def standard_state(isvc: dict[str, Any], generation: int, deployment: dict[str, Any] | None, model_uri: str) -> tuple[str, str]:
     """State of a Standard-mode rollout: controller Ready plus the predictor Deployment fully rolled out."""
     status = isvc.get("status") or {}
-    if (status.get("observedGeneration") or 0) < generation:
-        return "pending", f"controller has not observed generation {generation} yet"
-    failure = _failure(status)
-    if failure:
-        return "failed", failure
+    early = _controller_state(status, generation)
+    if early:
+        return early
     if not _is_true(status, "Ready"):
         return "pending", "Ready is not True"
     if deployment is None:
