@@ -103,6 +103,21 @@ def test_same_seed_same_circuit_and_global_rng_untouched(tokenizer):
     assert not torch.equal(first["model.embed_tokens.weight"], other["model.embed_tokens.weight"])
 
 
+def test_the_circuit_does_not_depend_on_the_thread_count(tokenizer):
+    """The test suite's background trainer builds the model on 1 or 2 threads depending on the load
+    (tests/sft_background.py); a float32 QR rounded differently on each, so one seed gave two models."""
+    cfg = SHAPE.model_copy(update={"copy_circuit": True})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = build_tiny_model(tokenizer, cfg).state_dict()
+        torch.set_num_threads(max(2, threads))
+        two = build_tiny_model(tokenizer, cfg).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert [k for k in one if not torch.equal(one[k], two[k])] == []
+
+
 @pytest.mark.parametrize(
     "update, message",
     [
