@@ -12,7 +12,8 @@ suite's ``sft_model_dir`` fixture):
 
 Held-out prompts: :data:`HELDOUT_N` CoNLL-2003 *dev* sentences (fixed sample, seed
 :data:`HELDOUT_SEED`; RL trains on the train split; settings are tuned on these only). The F1 effect is
-also reported on a fixed sample of :data:`TEST_N` CoNLL-2003 *test* sentences (seed :data:`TEST_SEED`). Before = the SFT checkpoint, after = each
+also reported on a fixed sample of :data:`TEST_N` CoNLL-2003 *test* sentences (seed :data:`TEST_SEED`;
+``--test-n 0``: the whole split, where a seed's spread is smaller). Before = the SFT checkpoint, after = each
 GRPO policy, both decoded greedily and scored with the reward terms
 (:func:`reasoning_ner.training.grpo.evaluate_policy`).
 
@@ -86,9 +87,10 @@ def heldout_records(prepared_dir: Path, n: int = HELDOUT_N) -> list[NERRecord]:
 
 
 def conll_test_sample(prepared_dir: Path, n: int = TEST_N) -> list[NERRecord]:
-    """A fixed, seeded sample of CoNLL-2003 *test* sentences: where the F1 effect is reported."""
+    """A fixed, seeded sample of CoNLL-2003 *test* sentences: where the F1 effect is reported
+    (``n`` = 0: the whole split, 3,453 sentences, ~75 s of greedy decoding per model on 2 cores)."""
     records = read_records(prepared_dir / "conll2003" / "test.jsonl")
-    return random.Random(TEST_SEED).sample(records, n)
+    return records if n == 0 else random.Random(TEST_SEED).sample(records, n)
 
 
 def test_scores(model_dir: Path, records: list[NERRecord]) -> dict[str, float]:
@@ -188,7 +190,8 @@ def summarize(sft_dir: Path, records_n: int, before: dict[str, Any], runs: list[
     return {
         "sft_model_dir": str(sft_dir),
         "heldout": {"dataset": "conll2003", "split": "dev", "n": records_n, "seed": HELDOUT_SEED},
-        "test": {"dataset": "conll2003", "split": "test", "n": TEST_N, "seed": TEST_SEED, "before": before_test},
+        "test": {"dataset": "conll2003", "split": "test", "n": (before_test or {}).get("n", TEST_N), "seed": TEST_SEED,
+                 "before": before_test},
         "settings": {
             "sft_recipe": _sft_bench().RECIPE, "sft_seed": SFT_SEED, "grpo_overrides": GRPO_OVERRIDES,
             "length_weight": LENGTH_WEIGHT, "format_weight": FORMAT_WEIGHT, "budget_below_median": BUDGET_BELOW_MEDIAN,
@@ -210,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/grpo_effects.json"))
+    parser.add_argument("--test-n", type=int, default=TEST_N,
+                        help="CoNLL-2003 test sentences the F1 effect is reported on (0 = all 3,453)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for exploration (the recorded results use none)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         sft_dir = ns.sft or train_recipe_sft(ns.data, ns.work)
         records = heldout_records(ns.data)
         before, budget = baseline(sft_dir, records)
-        tests = conll_test_sample(ns.data)
+        tests = conll_test_sample(ns.data, ns.test_n)
         before_test = test_scores(Path(sft_dir), tests)
         print(f"SFT before: {json.dumps(before)}; length budget {budget}; test {json.dumps(before_test)}", flush=True)
         runs = []

@@ -28,8 +28,13 @@ MAX_LENGTH_TERM_LOSS = 0.05  # measured +0.001
 MAX_OVER_BUDGET_RISE = 0.1  # measured 0.00
 FORMAT_TOLERANCE = 0.03  # measured +0.01
 MAX_DEV_F1_LOSS = 0.05  # dev is 100 sentences: ~+-0.03 per seed; measured +0.010
-MAX_TEST_F1_LOSS = 0.03  # test-sample F1 after >= before - this: measured +0.010 / +0.006 (bench) and -0.016
-# (a CI run: its SFT model scored 0.577, not the bench's 0.550), i.e. within +-0.02 of noise
+#: Test sentences the F1 check reads: 300 moved by up to 0.04 between draws of one setting (a GRPO run
+#: from a second SFT draw: -0.026 on 300, -0.013 on 1000); 1000 cost ~15 s more per model.
+TEST_SENTENCES = 1000
+MAX_TEST_F1_LOSS = 0.03  # F1 on TEST_SENTENCES after >= before - this. Measured (bench/results/grpo_group8.json):
+# +0.003 / +0.014 / -0.011 (seeds 0-2 from the recency-penalty SFT model) and -0.013 (seed 0 from the SFT
+# model a loaded test machine trained); the test suite's SFT model is a draw of its own (its trainer
+# switches threads with the load, tests/sft_background.py), so the margin covers the spread of draws
 SCHEMA_TOLERANCE = 0.05  # lowest measured change -0.01
 
 
@@ -58,11 +63,11 @@ def test_grpo_length_term_keeps_thinking_format_and_f1(grpo_bench, sft_model, pr
 
 
 def test_grpo_paper_reward_keeps_held_out_f1(grpo_bench, sft_model, prepared_dir, sft_before, tmp_path):
-    """F1 + schema (the paper's reward) on prompts the SFT model gets partly right: F1 on the fixed
-    300-sentence CoNLL-2003 test sample holds against the SFT start (from the copy-circuit model the
-    measured change was within noise: +0.010 / +0.006 / -0.016) and schema validity on the dev prompts holds."""
+    """F1 + schema (the paper's reward) on prompts the SFT model gets partly right: F1 on a fixed
+    sample of TEST_SENTENCES CoNLL-2003 test sentences holds against the SFT start (the measured change
+    is within noise, -0.013 to +0.014) and schema validity on the dev prompts holds."""
     records, before, _ = sft_before
-    test_records = grpo_bench.conll_test_sample(prepared_dir)
+    test_records = grpo_bench.conll_test_sample(prepared_dir, TEST_SENTENCES)
     before_test = grpo_bench.test_scores(sft_model["model_dir"], test_records)
     run = grpo_bench.run_experiment("f1_schema", TEST_SEED, sft_model["model_dir"], prepared_dir, records, before,
                                     tmp_path, test_records)
