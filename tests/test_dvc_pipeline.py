@@ -29,11 +29,17 @@ def reproduced(fresh_copy: Path) -> tuple[Path, str, str]:
     return fresh_copy, first.stdout, commit(fresh_copy, "data", "dvc.lock")
 
 
-def test_dvc_repro_on_a_fresh_copy_then_nothing_to_do(reproduced: tuple[Path, str, str]) -> None:
+@pytest.fixture(scope="module")
+def first_stats(reproduced: tuple[Path, str, str]) -> dict:
+    """The first repro's CoT stats, read before any test changes params.yaml (tests run in any order)."""
+    return json.loads((reproduced[0] / "work" / "cot" / "stats.json").read_text())
+
+
+def test_dvc_repro_on_a_fresh_copy_then_nothing_to_do(reproduced: tuple[Path, str, str], first_stats: dict) -> None:
     fresh_copy, first_stdout, _ = reproduced
     for stage in ("prepare", "synthesize", "validate"):
         assert f"Running stage '{stage}'" in first_stdout
-    stats = json.loads((fresh_copy / "work" / "cot" / "stats.json").read_text())
+    stats = first_stats
     # The profile's data.train_datasets (tiny-cpu: CoNLL-2003), every sentence not also in an eval split.
     # 117 one-word sentences without an entity are too short a tagged chain (cot.min_chain_words).
     assert stats["accepted"] == 13370 and set(stats["by_dataset"]) == {"conll2003"}
@@ -74,7 +80,7 @@ def test_prepared_data_pushed_to_s3_is_fetched_at_its_revision_from_a_fresh_clon
         assert (out / f["path"]).read_bytes() == (repo / "work" / f["path"]).read_bytes()
 
 
-def test_changing_a_tracked_param_reruns_only_downstream(reproduced: tuple[Path, str, str]) -> None:
+def test_changing_a_tracked_param_reruns_only_downstream(reproduced: tuple[Path, str, str], first_stats: dict) -> None:
     fresh_copy = reproduced[0]
     params = fresh_copy / "params.yaml"
     params.write_text(params.read_text().replace("max_records_per_dataset: null", "max_records_per_dataset: 500"))

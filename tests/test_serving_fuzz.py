@@ -31,7 +31,6 @@ SMALL = TinyModelConfig(vocab_size=500, hidden_size=64, intermediate_size=128, n
 PREDICT_EXAMPLES = 120  # per predict operation (V1, V2), positive and negative
 OTHER_EXAMPLES = 12
 MIN_REACHED = 100  # V1 + V2 cases that passed validation and reached a predict handler
-BASELINE: dict[str, str] = {}
 
 
 def free_port() -> int:
@@ -57,10 +56,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("fuzz server did not start")
         time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    # Counters are process-wide (other test modules may have run here): the test compares to this.
-    BASELINE["metrics"] = httpx.get(f"{base}/metrics", timeout=10).text
-    yield base
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(30)
 
@@ -115,13 +111,25 @@ FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=list(HealthCh
 PREDICT = r"(:predict|/infer)$"
 
 
-def test_fuzz_predict_routes(live_server: str) -> None:
+@pytest.fixture(scope="module")
+def fuzzed(live_server: str) -> dict:
+    """Both fuzz passes, once per module, with the server's metrics before and after (counters are
+    process-wide and other test modules may have run here), so each test below reads the same runs
+    whatever order the tests run in."""
+    before = httpx.get(f"{live_server}/metrics", timeout=10).text
+    predict_ops = fuzz(live_server, PREDICT, exclude=False, examples=PREDICT_EXAMPLES)
+    other_ops = fuzz(live_server, PREDICT, exclude=True, examples=OTHER_EXAMPLES)
+    after = httpx.get(f"{live_server}/metrics", timeout=10).text
+    return {"predict_ops": predict_ops, "other_ops": other_ops, "before": before, "after": after}
+
+
+def test_fuzz_predict_routes(fuzzed: dict) -> None:
     # V1, V2 and V2 with the version in the path (OIP), x positive, negative
-    assert fuzz(live_server, PREDICT, exclude=False, examples=PREDICT_EXAMPLES) == 6
+    assert fuzzed["predict_ops"] == 6
 
 
-def test_fuzz_every_other_route(live_server: str) -> None:
-    assert fuzz(live_server, PREDICT, exclude=True, examples=OTHER_EXAMPLES) >= 10
+def test_fuzz_every_other_route(fuzzed: dict) -> None:
+    assert fuzzed["other_ops"] >= 10
 
 
 def _counter(text: str, name: str, **labels: str) -> float:
@@ -135,8 +143,8 @@ def _counter(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_fuzzing_reached_the_predict_handlers_and_never_got_a_5xx(live_server: str) -> None:
-    now, before = httpx.get(f"{live_server}/metrics", timeout=10).text, BASELINE["metrics"]
+def test_fuzzing_reached_the_predict_handlers_and_never_got_a_5xx(fuzzed: dict) -> None:
+    now, before = fuzzed["after"], fuzzed["before"]
 
     def delta(name: str, **labels: str) -> float:
         return _counter(now, name, **labels) - _counter(before, name, **labels)

@@ -389,10 +389,23 @@ def _kserve_rest_server(model: NERModel, access_log: bool) -> Iterator[None]:
         kms.RESTServer = original
 
 
+def configure_server_logging() -> None:
+    """kserve's log configuration plus our own logger at INFO in kserve's format: kserve configures only
+    its own and uvicorn's loggers, so our startup lines (API keys loaded, drift baseline) were dropped."""
+    import copy
+
+    from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
+
+    config = copy.deepcopy(KSERVE_LOG_CONFIG)
+    config["loggers"]["reasoning_ner"] = {"handlers": ["kserve"], "level": "INFO", "propagate": False}
+    configure_logging(config)
+
+
 def serve(settings: ServeSettings, model_dir: str | None = None, access_log: bool | None = None) -> None:
     """Load the model and serve it until SIGINT/SIGTERM (``rner serve``)."""
     from kserve import ModelServer
 
+    configure_server_logging()  # before the model loads: ModelServer keeps a configuration it finds
     model = build_model(settings, model_dir)
     server = ModelServer(http_port=settings.port, enable_grpc=False, workers=1, enable_latency_logging=False)
     with _kserve_rest_server(model, settings.access_log if access_log is None else access_log):
