@@ -39,12 +39,11 @@ def test_dvc_repro_on_a_fresh_copy_then_nothing_to_do(reproduced: tuple[Path, st
     fresh_copy, first_stdout, _ = reproduced
     for stage in ("prepare", "synthesize", "validate"):
         assert f"Running stage '{stage}'" in first_stdout
-    stats = first_stats
     # The profile's data.train_datasets (tiny-cpu: CoNLL-2003), every sentence not also in an eval split.
     # 117 one-word sentences without an entity are too short a tagged chain (cot.min_chain_words).
-    assert stats["accepted"] == 13370 and set(stats["by_dataset"]) == {"conll2003"}
-    assert stats["rejections_by_reason"] == {"chain_too_short": 117}
-    assert stats["dropped_eval_overlap"] == {"conll2003": 554}
+    assert first_stats["accepted"] == 13370 and set(first_stats["by_dataset"]) == {"conll2003"}
+    assert first_stats["rejections_by_reason"] == {"chain_too_short": 117}
+    assert first_stats["dropped_eval_overlap"] == {"conll2003": 554}
     assert json.loads((fresh_copy / "work" / "validation" / "validation.json").read_text())["success"] is True
     assert (fresh_copy / "work" / "validation" / "data_docs" / "index.html").is_file()
     second = _dvc(fresh_copy, "repro")
@@ -80,7 +79,8 @@ def test_prepared_data_pushed_to_s3_is_fetched_at_its_revision_from_a_fresh_clon
         assert (out / f["path"]).read_bytes() == (repo / "work" / f["path"]).read_bytes()
 
 
-def test_changing_a_tracked_param_reruns_only_downstream(reproduced: tuple[Path, str, str], first_stats: dict) -> None:
+@pytest.mark.usefixtures("first_stats")  # read the first repro's stats before this test changes params.yaml
+def test_changing_a_tracked_param_reruns_only_downstream(reproduced: tuple[Path, str, str]) -> None:
     fresh_copy = reproduced[0]
     params = fresh_copy / "params.yaml"
     params.write_text(params.read_text().replace("max_records_per_dataset: null", "max_records_per_dataset: 500"))

@@ -393,9 +393,12 @@ def configure_server_logging() -> None:
     """kserve's log configuration plus our own logger at INFO in kserve's format: kserve configures only
     its own and uvicorn's loggers, so our startup lines (API keys loaded, drift baseline) were dropped."""
     import copy
+    import logging
 
     from kserve.logging import KSERVE_LOG_CONFIG, configure_logging
 
+    if logging.getLogger("kserve").handlers:  # configured by whoever embeds the server: keep theirs, as kserve does
+        return
     config = copy.deepcopy(KSERVE_LOG_CONFIG)
     config["loggers"]["reasoning_ner"] = {"handlers": ["kserve"], "level": "INFO", "propagate": False}
     configure_logging(config)
