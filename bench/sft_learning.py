@@ -89,7 +89,7 @@ def train_recipe(prepared_dir: Path, work: Path, seed: int, recipe: dict[str, An
     from reasoning_ner.training.sft import train_sft
 
     cfg = load_config(profile=recipe["profile"], overrides=[*recipe["overrides"], f"seed={seed}", f"model.tiny.seed={seed}"])
-    base_dir = work / f"tiny-seed{seed}"
+    base_dir = work / f"tiny{tag}-seed{seed}"  # a tagged run may override the model itself
     if not (base_dir / "config.json").is_file():
         init_tiny(base_dir, cfg.model.tiny, data_dir=prepared_dir, prompt_cfg=cfg.prompt)
     train_file = pipeline_cot(prepared_dir, work / f"cot-seed{seed}", cfg)
