@@ -80,6 +80,17 @@ def test_ranks_and_stats():
     assert lenient["pool_per_rank"] == {"partly_right": 3, "wrong_with_gold": 6, "fully_right": 6, "no_gold": 6}
 
 
+def test_unparsed_first_ranks_loops_with_the_partly_right():
+    """grpo.rl_unparsed_first: the two answers the reward's parser rejects (prose, prose around the
+    JSON) join the partly right prompts; the parsed wrong answer stays where it was."""
+    records, gens = _pool(3)
+    s = rank_records(records, gens, total=13, seed=0, unparsed_first=True).stats
+    assert s["pool_unparsed"] == 6 and s["unparsed_first"] is True
+    assert s["pool_per_rank"] == {"partly_right": 9, "wrong_with_gold": 3, "fully_right": 3, "no_gold": 6}
+    # off (the default), the same pool ranks as before
+    assert rank_records(records, gens, total=13, seed=0).stats["pool_per_rank"]["partly_right"] == 3
+
+
 def test_total_over_the_pool_returns_the_whole_pool():
     records, gens = _pool(2)
     sel = rank_records(records, gens, total=1000, seed=0)

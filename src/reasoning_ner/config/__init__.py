@@ -293,6 +293,9 @@ class GRPOSection(_Section):
     rl_selection: Literal["random", "partly_right"] = Field(
         "random", description="Which prompts RL trains on: random = the seeded proportional sample; partly_right = a "
         "larger pool decoded greedily by the SFT policy, ranked partly right answers (0 < F1 < 1) first (docs/grpo.md).")
+    rl_unparsed_first: bool = Field(
+        False, description="partly_right: rank prompts whose greedy answer does not parse (a loop to the token limit) "
+        "with the partly right ones: sampled, some completions escape the loop, so the group's rewards differ.")
     rl_pool_factor: int = Field(
         4, ge=1, description="partly_right: the pool is rl_pool_factor x rl_sample_size prompts (capped by what is "
         "available), of which rl_sample_size are kept.")

@@ -56,9 +56,14 @@ def record_f1(record: NERRecord, generation: str, parser: str = "reference") -> 
     return answer_f1(result, [[e.text, e.label] for e in record.entities], parser)
 
 
-def rank_of(record: NERRecord, f1: float) -> int:
+def rank_of(record: NERRecord, f1: float, unparsed_first: bool = False) -> int:
     """The record's rank (see the module docstring). No gold is checked first: its F1 is 0 whatever
-    the answer, which says nothing about the policy being wrong."""
+    the answer, which says nothing about the policy being wrong. ``unparsed_first``: a greedy answer
+    that does not parse (``f1`` is None) ranks with the partly right ones."""
+    if f1 is None:
+        if unparsed_first:
+            return 0
+        f1 = 0.0
     if not record.entities:
         return 3
     if f1 >= 1.0:
@@ -72,6 +77,7 @@ def rank_records(
     total: int,
     seed: int,
     parser: str = "reference",
+    unparsed_first: bool = False,
 ) -> Selection:
     """The first ``total`` records by rank; within a rank a seeded shuffle.
 
@@ -82,10 +88,12 @@ def rank_records(
         raise ValueError(f"{len(records)} records but {len(generations)} generations")
     if total < 0:
         raise ValueError(f"total must be >= 0, got {total}")
+    parse = answer_parser(parser)
+    parsed = [parse(g, list(r.schema)).ok for r, g in zip(records, generations)]
     f1s = [record_f1(r, g, parser) for r, g in zip(records, generations)]
     by_rank: list[list[NERRecord]] = [[] for _ in RANKS]
-    for rec, f1 in zip(records, f1s):
-        by_rank[rank_of(rec, f1)].append(rec)
+    for rec, f1, ok in zip(records, f1s, parsed):
+        by_rank[rank_of(rec, f1 if ok else None, unparsed_first)].append(rec)
     ordered: list[tuple[int, NERRecord]] = []
     for rank, recs in enumerate(by_rank):
         recs.sort(key=lambda r: r.id)
@@ -99,6 +107,8 @@ def rank_records(
         "selected_total": len(chosen),
         "seed": seed,
         "parser": parser,
+        "unparsed_first": unparsed_first,
+        "pool_unparsed": parsed.count(False),
         "pool_mean_f1": sum(f1s) / len(f1s) if f1s else 0.0,
         "pool_per_rank": {name: len(recs) for name, recs in zip(RANKS, by_rank)},
         "selected_per_rank": {name: chosen_ranks[rank] for rank, name in enumerate(RANKS)},
@@ -170,7 +180,7 @@ def select_partly_right(
     prompts = record_prompts(records, cfg.prompt)
     generations, reused = greedy_answers(model, tokenizer, prompts, cfg.grpo.max_completion_length, batch_size)
     decode_seconds = time.perf_counter() - started
-    selection = rank_records(records, generations, total, seed, cfg.grpo.reward_parser)
+    selection = rank_records(records, generations, total, seed, cfg.grpo.reward_parser, cfg.grpo.rl_unparsed_first)
     selection.stats["max_new_tokens"] = cfg.grpo.max_completion_length
     selection.stats["decode_seconds"] = round(decode_seconds, 2)
     selection.stats["answers_reused"] = reused
