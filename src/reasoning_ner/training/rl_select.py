@@ -56,7 +56,7 @@ def record_f1(record: NERRecord, generation: str, parser: str = "reference") -> 
     return answer_f1(result, [[e.text, e.label] for e in record.entities], parser)
 
 
-def rank_of(record: NERRecord, f1: float, unparsed_first: bool = False) -> int:
+def rank_of(record: NERRecord, f1: float | None, unparsed_first: bool = False) -> int:
     """The record's rank (see the module docstring). No gold is checked first: its F1 is 0 whatever
     the answer, which says nothing about the policy being wrong. ``unparsed_first``: a greedy answer
     that does not parse (``f1`` is None) ranks with the partly right ones."""
