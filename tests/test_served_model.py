@@ -94,9 +94,24 @@ def _entity_rows(entities: Any) -> list[tuple[int, int, str, str]]:
 
 def found_sentences(sft_model: dict[str, Any], n: int = SENTENCES) -> list[Found]:
     """The first ``n`` held-out sentences whose offline greedy answer parsed, kept to the offered
-    labels, and named at least one gold entity that grounds in the sentence."""
+    labels, and named at least one gold entity that grounds in the sentence.
+
+    The bench decoded the held-out sentences in padded batches; the server decodes one sentence at a
+    time. Where the trained model has a near tie, padding moves the logits enough to flip a greedy
+    choice (a CI run saw `Davor Suker` as location offline and organization served), so each
+    candidate is decoded again alone, as the server decodes it, and that answer is the expectation."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from reasoning_ner.training.generate import generate, record_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(sft_model["model_dir"])
+    tokenizer = AutoTokenizer.from_pretrained(sft_model["model_dir"])
+    prompt_cfg = sft_model["cfg"].prompt
     picked: list[Found] = []
-    for rec, generation in zip(sft_model["eval_records"], sft_model["generations"], strict=True):
+    for rec, batched in zip(sft_model["eval_records"], sft_model["generations"], strict=True):
+        if not parse_answer(batched, rec.schema).schema_valid():
+            continue
+        generation = generate(model, tokenizer, record_prompts([rec], prompt_cfg), batch_size=1)[0]
         parsed = parse_answer(generation, rec.schema)
         if not parsed.schema_valid():
             continue
