@@ -89,8 +89,9 @@ def rank_records(
     if total < 0:
         raise ValueError(f"total must be >= 0, got {total}")
     parse = answer_parser(parser)
-    parsed = [parse(g, list(r.schema)).ok for r, g in zip(records, generations)]
-    f1s = [record_f1(r, g, parser) for r, g in zip(records, generations)]
+    results = [parse(g, list(r.schema)) for r, g in zip(records, generations)]  # once: the rank and the F1 read it
+    parsed = [res.ok for res in results]
+    f1s = [answer_f1(res, [[e.text, e.label] for e in r.entities], parser) for r, res in zip(records, results)]
     by_rank: list[list[NERRecord]] = [[] for _ in RANKS]
     for rec, f1, ok in zip(records, f1s, parsed):
         by_rank[rank_of(rec, f1 if ok else None, unparsed_first)].append(rec)
