@@ -137,8 +137,10 @@ def pipeline_parameters(package: str | os.PathLike[str] = COMPILED) -> dict[str,
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def parse_params(items: list[str] | dict[str, Any] | None, package: str | os.PathLike[str] = COMPILED) -> dict[str, Any]:
-    """``NAME=VALUE`` strings (or a dict) -> values typed by the pipeline's parameter definitions."""
+def parse_params(items: list[str] | dict[str, Any] | None, package: str | os.PathLike[str] = COMPILED,
+                 defs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``NAME=VALUE`` strings (or a dict) -> values typed by the pipeline's parameter definitions
+    (``defs``, by default those of the compiled ``package``)."""
     if not items:
         return {}
     pairs: list[tuple[str, Any]] = []
@@ -150,7 +152,7 @@ def parse_params(items: list[str] | dict[str, Any] | None, package: str | os.Pat
             if not sep or not name.strip():
                 raise SubmitError(f"--param {item!r} is not NAME=VALUE")
             pairs.append((name.strip(), raw))
-    defs = pipeline_parameters(package)
+    defs = defs if defs is not None else pipeline_parameters(package)
     out: dict[str, Any] = {}
     for name, raw in pairs:
         if name not in defs:

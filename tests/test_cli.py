@@ -82,6 +82,20 @@ def test_config_show_and_bad_override() -> None:
     assert res.exit_code == 2 and "prompt.style" in res.output
 
 
+def test_config_show_output_is_a_config_file_at_any_width(tmp_path: Path) -> None:
+    """Redirected output at the default 80 columns reads back as the same configuration (long values stay
+    on one line)."""
+    uri = "s3://" + "a-long-bucket/" * 8 + "model"
+    res = runner.invoke(app, ["--set", f"deploy.serving.storage.storage_uri={uri}", "config", "show"],
+                        env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    saved = tmp_path / "my.yaml"
+    saved.write_text(res.stdout)
+    again = runner.invoke(app, ["--config", str(saved), "config", "show"], env={"COLUMNS": "80"})
+    assert again.exit_code == 0, again.output
+    assert again.stdout == res.stdout and uri in again.stdout
+
+
 def test_console_script_runs(tmp_path: Path, data_dir: Path) -> None:
     rner = Path(sys.executable).with_name("rner")
     proc = subprocess.run(

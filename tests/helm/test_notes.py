@@ -5,6 +5,8 @@ lacks the serving.kserve.io/s3-* annotations KServe reads from it (lookup agains
 from __future__ import annotations
 
 import base64
+import re
+from pathlib import Path
 from typing import Any
 
 from pipelines.reasoning_ner_pipeline import COMPILED
@@ -113,7 +115,7 @@ def test_missing_secrets_are_named(stub_server) -> None:
     assert "WARNING: Secret reasoning-ner-git not found in namespace kubeflow" in text, "the runs' namespace too"
     assert "WARNING: Secret reasoning-ner-teacher not found" in text
     assert "reasoning-ner-s3 not found" not in text and "reasoning-ner-hf not found" not in text
-    assert "lacks the serving.kserve.io/s3-* annotations" not in text, "an annotated S3 Secret is fine"
+    assert "differs from these values in the serving.kserve.io/s3-*" not in text, "an annotated S3 Secret is fine"
     only_serving = _online_notes(stub_server, _api({"reasoning-ner-s3"}, namespaces=(NAMESPACE,)))
     assert "WARNING: Secret reasoning-ner-s3 not found in namespace kubeflow" in only_serving
 
@@ -122,7 +124,7 @@ def test_an_s3_secret_without_kserves_annotations_is_named_with_the_fix(stub_ser
     """KServe reads the endpoint from the Secret: an unannotated one sends the storage initializer to AWS."""
     secrets = {"reasoning-ner-s3": {"annotations": {"serving.kserve.io/s3-usehttps": "0"}, "data": KEYS}}
     text = _online_notes(stub_server, _api(secrets))
-    assert "WARNING: Secret reasoning-ner-s3 in namespace reasoning-ner lacks the serving.kserve.io/s3-* annotations" in text
+    assert "WARNING: Secret reasoning-ner-s3 in namespace reasoning-ner differs from these values in the serving.kserve.io/s3-*" in text
     assert ("kubectl -n reasoning-ner annotate secret reasoning-ner-s3 --overwrite "
             "serving.kserve.io/s3-endpoint=minio.minio.svc.cluster.local:9000 serving.kserve.io/s3-region=us-east-1 "
             "serving.kserve.io/s3-verifyssl=0") in text, "only the missing or different ones"
@@ -135,9 +137,20 @@ def test_an_s3_secret_without_kserves_annotations_is_named_with_the_fix(stub_ser
     # The chart creates it (annotated): nothing to check at install time, and no "not found" either.
     created = _online_notes(stub_server, _api({}), {"secrets": {"s3": {"create": True, "accessKeyId": "a",
                                                                          "secretAccessKey": "b"}}})
-    assert "reasoning-ner-s3 not found" not in created and "lacks the serving.kserve.io" not in created
+    assert "reasoning-ner-s3 not found" not in created and "differs from these values in the serving.kserve.io" not in created
     assert "WARNING: Secret reasoning-ner-git not found" in created, "the lookups did run"
 
 
 def test_offline_render_has_no_secret_warnings() -> None:
     assert "WARNING" not in notes()
+
+
+def test_the_deploy_guides_annotate_command_is_what_the_chart_checks(stub_server) -> None:
+    """docs/deploy.md step 3 annotates the Secret with exactly the annotations the default values check, so
+    following it gives an install without the warning."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    step = guide[guide.index("**3."):guide.index("**4.")]
+    documented = dict(re.findall(r"(serving\.kserve\.io/s3-[a-z]+)=(\S+)", step))
+    assert documented == MINIO_ANNOTATIONS
+    text = _online_notes(stub_server, _api({"reasoning-ner-s3": {"annotations": documented, "data": KEYS}}))
+    assert "differs from these values" not in text and "annotate secret" not in text

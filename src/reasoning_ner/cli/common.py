@@ -10,8 +10,9 @@ from rich.console import Console
 
 from ..config import Config, ConfigError, resolve_config
 
-err_console = Console(stderr=True)
-stdout = Console()
+# soft_wrap: a long path or URL stays on one line (copyable, and valid YAML/JSON when piped); tables still fit.
+err_console = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

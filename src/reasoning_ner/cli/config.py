@@ -17,7 +17,8 @@ config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_hel
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
     """Print the resolved configuration (defaults + profile + file + overrides) as YAML."""
-    stdout.print(get_config(ctx).dump_yaml(), highlight=False, markup=False)
+    # Plain text, not the rich console: the output is a config file (`rner config show > my.yaml`).
+    typer.echo(get_config(ctx).dump_yaml(), nl=False)
 
 
 def summary(work: Annotated[Path, typer.Option(help="The local work folder.")] = Path("work")) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import ConfigError, resolve_config
 from .common import fail, stdout
 
 pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile, run locally, submit.", no_args_is_help=True)
@@ -51,22 +52,36 @@ def pipeline_run_local(
     variant: Annotated[Variant, typer.Option(help=VARIANT_HELP + " The refresh needs a champion in the registry and a "
                                              "teacher_url.")] = Variant.main,
 ) -> None:
-    """Run the whole pipeline locally with kfp.local (profile tiny-cpu by default): the main job."""
-    import yaml
+    """Run the whole pipeline locally with kfp.local (profile tiny-cpu by default): the main job.
+
+    `--set` and `--config` changes reach the steps through the run parameters that carry them
+    (e.g. --set sft.max_steps=300 is sft_max_steps); a change no parameter carries is refused.
+    """
+    from pipelines.arguments import KFP_TYPES, run_arguments
+    from pipelines.submit import SubmitError, parse_params
 
     if variant is Variant.refresh:
         from pipelines.refresh_local import run_refresh_local as run_local
+        from pipelines.refresh_pipeline import CONFIG_PARAMETERS, refresh_local_pipeline as pipeline
     else:
         from pipelines.local import run_local
+        from pipelines.reasoning_ner_pipeline import CONFIG_PARAMETERS, local_pipeline as pipeline
 
     opts = ctx.find_root().obj or {}
-    params = {}
-    for item in param or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise fail(f"--param {item!r} is not NAME=VALUE")
-        params[name] = yaml.safe_load(value)
-    summary = run_local(work, profile=opts.get("profile") or "tiny-cpu", **params)
+    config_path, profile = opts.get("config_path"), opts.get("profile")
+    try:
+        # The local run's profile is tiny-cpu unless named; ./params.yaml is the DVC stages' file, not read here.
+        cfg = resolve_config(config_path, profile or (None if config_path else "tiny-cpu"), opts.get("overrides"))
+        arguments = run_arguments(CONFIG_PARAMETERS, cfg, resolve_config(profile=cfg.profile))
+    except (ConfigError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    defs = {name: {"parameterType": KFP_TYPES[spec.type]} for name, spec in pipeline.component_spec.inputs.items()}
+    try:
+        params = parse_params(list(param or []), defs=defs)
+    except SubmitError as exc:
+        raise fail(str(exc)) from exc
+    arguments = {**arguments, **params}
+    summary = run_local(work, profile=arguments.pop("profile"), **arguments)
     stdout.print_json(json.dumps(summary))
     # soft_wrap: long paths stay on one line, so they can be copied.
     stdout.print(f"decision: [bold]{summary['decision']}[/] after {summary['seconds']} s", soft_wrap=True)
