@@ -65,8 +65,12 @@ def serving_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     props["namespace"] = {"type": "string", "maxLength": 63, "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
                           "description": "Namespace of every object; empty = the release namespace."}
     props["labels"]["propertyNames"] = {"pattern": r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"}
+    # CPU as Kubernetes takes it: a string or a number (`cpuLimit: 4`, `--set ...cpuLimit=4`); memory a
+    # string (a bare number is bytes: a forgotten unit).
     for name in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
         defs["ResourceSettings"]["properties"][name]["pattern"] = QUANTITY
+    for name in ("cpuRequest", "cpuLimit"):
+        defs["ResourceSettings"]["properties"][name].update(type=["string", "number"], minimum=0)
     pred = defs["PredictorSettings"]["properties"]
     for name in ("cacheSizeLimit", "tmpSizeLimit"):
         pred[name]["pattern"] = QUANTITY

@@ -22,6 +22,7 @@ import yaml
 
 import reasoning_ner
 from pipelines.reasoning_ner_pipeline import COMPILED
+from reasoning_ner.config.serving import ServingSettings
 from reasoning_ner.images import content_version, image
 from reasoning_ner.k8s import overlay_settings
 
@@ -260,6 +261,7 @@ TEMPLATE_REJECTIONS: list[tuple[dict[str, Any], str]] = [
      "secrets.s3.create needs secrets.s3.accessKeyId and secrets.s3.secretAccessKey"),
     ({"serving": {"storage": {"s3SecretName": None}}},
      "storage.s3_endpoint is set but neither storage.s3_secret_name nor storage.irsa_role_arn"),
+    ({"serving": {"predictor": {"resources": {"cpuRequest": 4}}}}, "predictor.resources: cpu_request 4 exceeds cpu_limit 2"),
 ]
 
 
@@ -276,6 +278,18 @@ def test_every_rendered_object_is_valid(case: str) -> None:
     objs = render(RENDERS[case])
     assert validate(objs) == []
     assert all(o["metadata"].get("namespace") for o in objs), "every object names its namespace"
+
+
+@pytest.mark.parametrize("cpu, rendered", [(4, "4"), (0.5, "0.5"), ("500m", "500m")])
+def test_cpu_may_be_a_number_as_in_kubernetes(cpu: Any, rendered: str) -> None:
+    """`--set serving.predictor.resources.cpuLimit=4` (an int to Helm) or `cpuRequest: 0.5` in a values file."""
+    values = {"serving": {"predictor": {"resources": {"cpuRequest": cpu, "cpuLimit": cpu}}}}
+    objs = render(values)
+    assert validate(objs) == []
+    (isvc,) = by_kind(objs, "InferenceService")
+    resources = isvc["spec"]["predictor"]["model"]["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == rendered
+    assert ServingSettings.model_validate(values["serving"]).predictor.resources.cpu_limit == rendered
 
 
 def test_defaults_render_a_complete_release() -> None:

@@ -84,7 +84,7 @@ the chart's own consistency checks. All problems are reported at once.
 {{- $req := index $r (printf "%sRequest" $kind) -}}
 {{- $lim := index $r (printf "%sLimit" $kind) -}}
 {{- if gt (include "rner.quantity" $req | float64) (include "rner.quantity" $lim | float64) -}}
-{{- $problems = append $problems (printf "%s.resources: %s_request %s exceeds %s_limit %s" $where $kind $req $kind $lim) -}}
+{{- $problems = append $problems (printf "%s.resources: %s_request %v exceeds %s_limit %v" $where $kind $req $kind $lim) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

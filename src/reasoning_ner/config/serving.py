@@ -60,11 +60,25 @@ class ProbeSettings(_Values):
         return self.initial_delay_seconds + self.period_seconds * self.failure_threshold
 
 
+def _number_as_quantity(v: object) -> object:
+    """A CPU quantity written as a number (`cpu: 4`, `--set ...cpuLimit=0.5`), which Kubernetes accepts, as its string."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return v
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
 class ResourceSettings(_Values):
     cpu_request: str = "1"
     cpu_limit: str = "2"
     memory_request: str = "1Gi"
     memory_limit: str = "2Gi"
+
+    # CPU may be a number as in Kubernetes (`cpu: 4`); a bare memory number means bytes, most likely a
+    # forgotten unit (48 for 48Gi), so memory stays a string.
+    @field_validator("cpu_request", "cpu_limit", mode="before")
+    @classmethod
+    def _number(cls, v: object) -> object:
+        return _number_as_quantity(v)
 
     @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit")
     @classmethod
