@@ -26,6 +26,19 @@ def test_prepare_one_dataset(tmp_path: Path, data_dir: Path) -> None:
     assert json.loads((tmp_path / "prepare_summary.json").read_text())["datasets"]["crossner_ai"]["test"] == 431
 
 
+def test_prepare_into_the_same_folder_keeps_earlier_datasets_in_the_summary(tmp_path: Path, data_dir: Path) -> None:
+    for name in ("crossner_ai", "mit_restaurant"):
+        res = runner.invoke(app, ["data", "prepare", "--dataset", name, "--source", str(data_dir), "--out", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+    assert sorted(json.loads((tmp_path / "prepare_summary.json").read_text())["datasets"]) == ["crossner_ai", "mit_restaurant"]
+    res = runner.invoke(app, ["data", "prepare", "--dataset", "mit_restaurant", "--format", "instructuie",
+                              "--source", str(data_dir), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "prepare_summary.json").read_text())
+    assert (summary["source_format"], sorted(summary["datasets"])) == ("instructuie", ["mit_restaurant"]), \
+        "another source format starts a new summary"
+
+
 def test_prepare_instructuie_format(tmp_path: Path, data_dir: Path) -> None:
     res = runner.invoke(app, ["data", "prepare", "--dataset", "mit_restaurant", "--format", "instructuie",
                               "--source", str(data_dir), "--out", str(tmp_path)])
@@ -37,6 +50,11 @@ def test_prepare_instructuie_format(tmp_path: Path, data_dir: Path) -> None:
 def test_prepare_errors_are_clear(tmp_path: Path, data_dir: Path) -> None:
     res = runner.invoke(app, ["data", "prepare", "--dataset", "conll2004", "--source", str(data_dir), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "unknown dataset 'conll2004'" in res.output
+    res = runner.invoke(app, ["data", "prepare", "--dataset", ",", "--source", str(data_dir), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "no dataset named in ','" in res.output
+    res = runner.invoke(app, ["data", "prepare", "--dataset", "mit_movie", "--format", "reference", "--source", str(data_dir),
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--format 'reference': use native or instructuie" in res.output
     res = runner.invoke(app, ["data", "prepare", "--source", str(tmp_path / "missing"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["data", "prepare", "--dataset", "pile_ner", "--format", "instructuie",

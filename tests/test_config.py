@@ -81,3 +81,13 @@ def test_entry_points_resolve_params_yaml_by_one_rule(tmp_path: Path) -> None:
     other.write_text("sft:\n  max_steps: 3\n")
     assert resolve_config(other, cwd=tmp_path).sft.max_steps == 3
     assert resolve_config(cwd=tmp_path / "nowhere").sft.max_steps == load_config().sft.max_steps
+
+
+def test_the_transformers_profile_choices_are_the_profiles() -> None:
+    """serving.transformer.profile is checked (config and chart schema) against exactly the defined profiles."""
+    from typing import get_args
+
+    from reasoning_ner.config.profiles import PROFILES
+    from reasoning_ner.config.serving import ProfileName
+
+    assert set(get_args(ProfileName)) == set(PROFILES)

@@ -158,7 +158,7 @@ def test_missing_predictions_count_as_empty(tmp_path: Path) -> None:
         (['{"output": "x"}'], "has no 'id'"),
         (['{"id": "a", "output": "x"}', '{"id": "a", "output": "y"}'], "appears twice"),
         (['{"id": "a"}'], "needs 'output'"),
-        (['{"id": "a",'], "pred.jsonl:1: not valid JSON"),
+        (['{"id": "a",'], r"pred.jsonl:1: not valid JSON \(Expecting property name enclosed in double quotes at column 12\)"),
     ],
 )
 def test_bad_prediction_files_name_the_problem(tmp_path: Path, lines: list[str], message: str) -> None:

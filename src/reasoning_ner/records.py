@@ -98,9 +98,9 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line.rstrip("\r\n"))  # the error column counts within the line
             except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+                raise RecordError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
             if not isinstance(obj, dict):
                 raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield obj

@@ -231,6 +231,7 @@ SCHEMA_REJECTIONS: list[tuple[dict[str, Any], str]] = [
     ({"serving": {"imagePullSecrets": ["Bad Name"]}}, "/serving/imagePullSecrets"),
     ({"serving": {"transformer": {"auth": {"existingSecret": "API Keys"}}}}, "/serving/transformer/auth/existingSecret"),
     ({"serving": {"transformer": {"auth": {"secretKey": "keys/v2"}}}}, "/serving/transformer/auth/secretKey"),
+    ({"serving": {"transformer": {"profile": "tiny_cpu"}}}, "/serving/transformer/profile"),
     ({"serving": {"networkPolicy": {"prometheusPodLabels": {"bad key!": "x"}}}}, "/serving/networkPolicy/prometheusPodLabels"),
     ({"kfp": {"namespace": "Kubeflow"}}, "/kfp/namespace"),
     ({"multiNode": {"sharedPvc": {"size": "lots"}}}, "/multiNode/sharedPvc/size"),

@@ -27,7 +27,7 @@ def main(
         Optional[Path],
         typer.Option("--config", "-c", help="YAML config (default: ./params.yaml when present and no --profile is given)."),
     ] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Profile: tiny-cpu, qwen3-1.7b, qwen3-8b.")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Profile: tiny-cpu, tiny-ci, qwen3-1.7b, qwen3-8b.")] = None,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set prompt.style=paper.")
     ] = None,

@@ -34,6 +34,8 @@ def data_prepare(
     source_dir = source or Path(cfg.data.source_dir)
     out_dir = out or Path(cfg.data.prepared_dir)
     fmt = format or cfg.data.source_format
+    if fmt not in ("native", "instructuie"):
+        raise fail(f"--format {fmt!r}: use native or instructuie")
     keep = cfg.data.keep_invalid_labels if keep_invalid_labels is None else keep_invalid_labels
     if not source_dir.is_dir():
         raise fail(f"source folder {source_dir} does not exist (set --source or RNER_DATA_DIR)")

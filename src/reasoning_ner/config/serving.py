@@ -164,12 +164,16 @@ class TransformerLoggerSettings(_Values):
                               "bucket; credentials from the serving ServiceAccount (storage.service_account_name).")
 
 
+#: The configuration's profiles (config/profiles.py, which imports this module; a test keeps the two equal).
+ProfileName = Literal["tiny-cpu", "tiny-ci", "qwen3-1.7b", "qwen3-8b"]
+
+
 class TransformerSettings(_Values):
     """Our NER service (``rner serve --backend remote``): prompt, parsing and grounding in front of the LLM."""
 
     enabled: bool = True
     image: str = Field(default_factory=_serve_image, description="The serve image (reasoning_ner.images).")
-    profile: str = Field("qwen3-8b", description="`rner --profile` the service runs with (prompt layout).")
+    profile: ProfileName = Field("qwen3-8b", description="`rner --profile` the service runs with (prompt layout).")
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment, e.g. RNER_SERVE_MAX_NEW_TOKENS.")
     request_timeout_s: int = Field(300, ge=1, description="RNER_SERVE_REQUEST_TIMEOUT_S: one request, reasoning included.")

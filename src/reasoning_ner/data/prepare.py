@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -92,6 +93,8 @@ def resolve_names(dataset: str | Iterable[str]) -> list[str]:
         names = list(DATASET_NAMES) if dataset == "all" else [d.strip() for d in dataset.split(",") if d.strip()]
     else:
         names = list(dataset)
+    if not names:
+        raise ValueError(f"no dataset named in {dataset!r}; give names (comma-separated) or 'all': {', '.join(DATASET_NAMES)}")
     for n in names:
         get_spec(n)  # raises with the list of known names
     return names
@@ -127,9 +130,11 @@ def prepare(
             )
             bar.update(task, total=bar.tasks[task].completed)
             summary[name] = stats
-    write_json(out_dir / "prepare_summary.json", {
-        "source_dir": str(source_dir),
-        "source_format": source_format,
-        "datasets": {n: {s: v["sentences"] for s, v in st["splits"].items()} for n, st in summary.items()},
-    })
+    datasets = {n: {s: v["sentences"] for s, v in st["splits"].items()} for n, st in summary.items()}
+    summary_path = out_dir / "prepare_summary.json"
+    if summary_path.is_file():  # datasets prepared earlier into the same folder from the same source stay listed
+        earlier = json.loads(summary_path.read_text())
+        if (earlier.get("source_dir"), earlier.get("source_format")) == (str(source_dir), source_format):
+            datasets = {**earlier.get("datasets", {}), **datasets}
+    write_json(summary_path, {"source_dir": str(source_dir), "source_format": source_format, "datasets": datasets})
     return summary
