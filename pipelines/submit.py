@@ -277,7 +277,21 @@ def make_client(host: str, token: Token | None = None, namespace: str | None = N
         kwargs["namespace"] = namespace
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-        return kfp.Client(**kwargs)
+        try:
+            return kfp.Client(**kwargs)
+        except Exception as exc:  # the client's health check: connection refused, DNS, TLS
+            raise _unreachable(exc, host) or exc
+
+
+def _unreachable(exc: BaseException, host: str) -> SubmitError | None:
+    """A SubmitError naming the endpoint when ``exc`` says it could not be reached, else None."""
+    import urllib3
+
+    if not isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return None
+    reason = getattr(exc, "reason", None) or exc
+    return SubmitError(f"cannot reach Kubeflow Pipelines at {host}: {reason} (check --host / ${HOST_ENV}, "
+                       "or reach the API through `kubectl port-forward`)")
 
 
 def _name_filter(name: str) -> str:
@@ -336,6 +350,9 @@ def submit(
         result.images = project_images(content)
         return result
     except Exception as exc:
+        unreachable = _unreachable(exc, host)
+        if unreachable is not None:
+            raise unreachable from exc
         status = getattr(exc, "status", None)
         if status is None or type(exc).__name__ != "ApiException":
             raise

@@ -271,6 +271,24 @@ def test_missing_host_or_package_is_a_clear_error(tmp_path: Path) -> None:
         submit("http://127.0.0.1:9", package=tmp_path / "nope.yaml")
 
 
+def test_an_unreachable_endpoint_is_a_clear_error_naming_it() -> None:
+    """Nothing listens on the port: one line naming the endpoint, from the CLI exit 2, no traceback."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from reasoning_ner.cli import app
+
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(SubmitError, match=f"cannot reach Kubeflow Pipelines at {host}: .*Connection refused"):
+        submit(host, params=["revision=abc"])
+    res = CliRunner().invoke(app, ["pipeline", "submit", "--host", host, "--skip-version-check"])
+    assert res.exit_code == 2 and f"cannot reach Kubeflow Pipelines at {host}" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_cli_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`rner pipeline submit` (src/reasoning_ner/cli.py) drives the same function."""
     from typer.testing import CliRunner
