@@ -290,3 +290,34 @@ def test_sentences_of_evaluation_splits_never_enter_training(tmp_path: Path, pre
     assert stats["records"] == 14041 - 554
     eval_texts = {normalize_sentence(r["text"]) for f in eval_files for r in read_jsonl(f)}
     assert not any(normalize_sentence(r["text"]) in eval_texts for r in read_jsonl(tmp_path / "accepted.jsonl"))
+
+
+def test_a_teacher_that_is_not_there_fails_the_command_and_the_next_run_retries(tmp_path: Path, conll_train: Path) -> None:
+    """Every request failed: exit 1 naming the URL and the error; the records are asked again by the next run
+    (not counted as done), so a run against the teacher once it is up accepts them."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from reasoning_ner.cli import app
+
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(line for _, line in zip(range(6), conll_train.open())))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    out = tmp_path / "cot"
+    common = ["--profile", "tiny-cpu", "--set", "cot.max_retries=0", "--set", "cot.judge_url=null"]
+    res = CliRunner().invoke(app, [*common, "cot", "synthesize", "-i", str(small), "--teacher-url", dead, "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    assert f"every teacher request failed (6 records; {dead})" in " ".join(res.output.split())
+    assert len(_ids(out / "rejected.jsonl")) == 6, "the failures are on disk"
+    with running_stub(StubTeacher(read_records(small), FaultPlan())) as url:
+        res = CliRunner().invoke(app, [*common, "cot", "synthesize", "-i", str(small), "--teacher-url", url,
+                                       "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(_ids(out / "accepted.jsonl")) == sorted(r.id for r in read_records(small))
+    assert _ids(out / "rejected.jsonl") == []
+    res = CliRunner().invoke(app, ["--profile", "tiny-cpu", "cot", "synthesize", "-i", str(small),
+                                   "--teacher-url", "127.0.0.1:8000/v1", "--out", str(out)])
+    assert res.exit_code == 2 and "cot.teacher_url" in res.output

@@ -63,12 +63,29 @@ def cot_synthesize(
     except (RecordError, FileNotFoundError, ValueError, FormatError, OSError) as exc:
         raise fail(str(exc)) from exc
     reasons = ", ".join(f"{k} {v}" for k, v in stats["rejections_by_reason"].items()) or "none"
+    failed = stats["rejections_by_reason"].get("teacher_failed", 0)
+    if stats["accepted"] == 0 and failed and failed == stats["rejected"]:
+        # Single failures are part of a run (retried on the next one); all of them is a teacher that is not there.
+        raise fail(f"every teacher request failed ({failed} records; {cfg.cot.teacher_url}): "
+                   f"{_first_error(out_dir / 'rejected.jsonl')}. Nothing accepted; run again once the teacher answers "
+                   "(the finished records are kept)", code=1)
     if stats["dropped_eval_overlap"]:
         stdout.print(f"dropped (sentence also in an evaluation split): {stats['dropped_eval_overlap']}")
     stdout.print(
         f"{stats['accepted']} accepted, {stats['rejected']} rejected ({stats['accept_rate']:.1%} accepted; "
         f"rejections: {reasons}) -> {out_dir}; {stats['last_run']['throughput_rps']} records/s this run"
     )
+
+
+def _first_error(rejected: Path) -> str:
+    import json
+
+    with open(rejected, encoding="utf-8") as fh:
+        for line in fh:
+            errors = json.loads(line).get("details", {}).get("error")
+            if errors:
+                return str(errors[0])[:300]
+    return "no error recorded"
 
 
 @cot_app.command("stub-teacher")

@@ -135,7 +135,8 @@ class CoTConfig(_Section):
     teacher: Literal["offline", "openai"] = Field(
         "offline", description="offline: deterministic gold-grounded chains, no network; openai: any OpenAI-compatible endpoint."
     )
-    teacher_url: str | None = Field(None, description="Base URL of the teacher endpoint, e.g. http://vllm:8000/v1.")
+    teacher_url: str | None = Field(None, pattern=r"^https?://\S+$",
+                                    description="Base URL of the teacher endpoint, e.g. http://vllm:8000/v1.")
     teacher_model: str = Field("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", description="Model name sent to the teacher.")
     teacher_api_key_env: str = Field("RNER_TEACHER_API_KEY", description="Environment variable holding the teacher API key.")
     mode: Literal["reannotate", "explain"] = Field(
@@ -150,7 +151,7 @@ class CoTConfig(_Section):
     concurrency: int = Field(32, ge=1)
     timeout_s: float = Field(300.0, gt=0)
     max_retries: int = Field(5, ge=0)
-    judge_url: str | None = Field(None, description="Base URL of the judge endpoint; unset = no judge.")
+    judge_url: str | None = Field(None, pattern=r"^https?://\S+$", description="Base URL of the judge endpoint; unset = no judge.")
     judge_model: str = Field("Qwen/Qwen3-32B")
     judge_api_key_env: str = Field("RNER_JUDGE_API_KEY")
     judge_threshold: float = Field(9.0, ge=0, le=10, description="Keep chains the judge scores at or above this (0-10).")

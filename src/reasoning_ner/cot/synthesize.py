@@ -81,14 +81,15 @@ class ResultStore:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.paths = {"accepted": out_dir / ACCEPTED, "rejected": out_dir / REJECTED}
         self.done: set[str] = set()
-        for path in self.paths.values():
-            self.done |= self._recover(path)
+        for kind, path in self.paths.items():
+            self.done |= self._recover(path, retry_failed=kind == "rejected")
         self._files = {k: open(p, "a", encoding="utf-8") for k, p in self.paths.items()}
         self._last_sync = time.monotonic()
 
     @staticmethod
-    def _recover(path: Path) -> set[str]:
-        """Ids already written; a torn last line (killed mid-write) is cut off."""
+    def _recover(path: Path, retry_failed: bool = False) -> set[str]:
+        """Ids already written; a torn last line (killed mid-write) is cut off. With ``retry_failed``
+        the records whose teacher call failed for good are taken out of the file, so this run asks again."""
         if not path.exists():
             return set()
         data = path.read_bytes()
@@ -96,10 +97,20 @@ class ResultStore:
         if cut != len(data):
             with open(path, "r+b") as fh:
                 fh.truncate(cut)
-        ids = set()
+        ids, kept, retried = set(), [], 0
         for line in data[:cut].splitlines():
-            if line.strip():
-                ids.add(json.loads(line)["id"])
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if retry_failed and row.get("reasons") == ["teacher_failed"]:
+                retried += 1
+                continue
+            ids.add(row["id"])
+            kept.append(line)
+        if retried:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            os.replace(tmp, path)
         return ids
 
     def append(self, kind: str, row: dict[str, Any]) -> None:
