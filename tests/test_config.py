@@ -91,3 +91,16 @@ def test_the_transformers_profile_choices_are_the_profiles() -> None:
     from reasoning_ner.config.serving import ProfileName
 
     assert set(get_args(ProfileName)) == set(PROFILES)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("grpo.num_generations=1", "grpo.num_generations: Input should be greater than or equal to 2"),
+    ("sft.learning_rate=-1", "sft.learning_rate: Input should be greater than 0"),
+    ("sft.per_device_train_batch_size=0", "sft.per_device_train_batch_size: Input should be greater than or equal to 1"),
+    ("grpo.temperature=0", "grpo.temperature: Input should be greater than 0"),
+    ("grpo.beta=-0.1", "grpo.beta: Input should be greater than or equal to 0"),
+    ("sft.warmup_ratio=1.5", "sft.warmup_ratio: Input should be less than or equal to 1"),
+])
+def test_values_that_cannot_train_are_refused_when_the_config_loads(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(profile="tiny-cpu", overrides=[override])

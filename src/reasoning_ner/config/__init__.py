@@ -178,25 +178,25 @@ class SFTSection(_Section):
     """Stage 2: CoT tuning with trl's SFTTrainer. Defaults are the paper's (reference doc section 2)."""
 
     finetune: Literal["full", "lora"] = Field("full", description="full fine-tuning (paper) or LoRA via peft.")
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    learning_rate: float = 2e-5
+    learning_rate: float = Field(2e-5, gt=0)
     lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
     adam_beta1: float | None = Field(None, gt=0, lt=1, description="None = the trainer's default (0.9).")
     adam_beta2: float | None = Field(None, gt=0, lt=1, description="None = the trainer's default (0.999).")
     max_grad_norm: float | None = Field(None, gt=0, description="None = the trainer's default (1.0).")
     group_by_length: bool | None = Field(None, description="Length-grouped batches; None = on unless padding-free.")
-    num_train_epochs: float = 5.0
+    num_train_epochs: float = Field(5.0, gt=0)
     max_steps: int = Field(-1, description="> 0 overrides epochs.")
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 2
-    max_length: int = 8192
+    per_device_train_batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(2, ge=1)
+    max_length: int = Field(8192, ge=1)
     bf16: bool = True
     gradient_checkpointing: bool = True
     padding_free: bool = True
@@ -210,9 +210,9 @@ class SFTSection(_Section):
         "(AdamW on fp32; never pure bf16). Off: fp32 weights under bf16 autocast."
     )
     attn_implementation: str | None = Field("flash_attention_2", description="Used only when installed and on GPU.")
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int = 2
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=0, description="0 = no intermediate checkpoints.")
+    save_total_limit: int = Field(2, ge=1)
     max_train_records: int | None = Field(None, ge=1)
     eval_max_new_tokens: int | None = Field(
         None, ge=1, description="Tokens generated per held-out sentence by --eval; None = min(2 x max_length, 2048).")
@@ -227,25 +227,25 @@ class GRPOSection(_Section):
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group", description="Advantage scaling: group std (trl default, what the reference ran) or none (Dr. GRPO proper)."
     )
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28
-    beta: float = 0.04
-    num_generations: int = 16
-    num_iterations: int = 4
-    temperature: float = 0.9
-    learning_rate: float = 1e-6
+    epsilon: float = Field(0.2, gt=0)
+    epsilon_high: float = Field(0.28, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL coefficient; 0 = no reference model.")
+    num_generations: int = Field(16, ge=2, description="Completions per prompt (the group); GRPO needs two to compare.")
+    num_iterations: int = Field(4, ge=1)
+    temperature: float = Field(0.9, gt=0)
+    learning_rate: float = Field(1e-6, gt=0)
     lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.1
-    num_train_epochs: float = 1.0
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    num_train_epochs: float = Field(1.0, gt=0)
     max_steps: int = -1
-    max_prompt_length: int = 2048
-    max_completion_length: int = 4096
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 16
+    max_prompt_length: int = Field(2048, ge=1)
+    max_completion_length: int = Field(4096, ge=1)
+    per_device_train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(16, ge=1)
     bf16: bool = True
     gradient_checkpointing: bool = True
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
     mask_truncated_completions: bool = Field(False, description="Leave completions cut at max_completion_length out of the loss.")
     save_total_limit: int = Field(1, ge=1)
     lora_r: int = 16
