@@ -60,7 +60,11 @@ test: $(STAMP) $(TOOLS_STAMP)
 
 # The DVC data stages (prepare -> synthesize -> validate); DVC runs stage commands through a shell
 # that needs the venv's rner on PATH.
+# DVC hashes ../shared/data as prepare's dependency (dependency paths cannot follow DATA), so it has to
+# exist even when DATA points elsewhere; say so instead of DVC's "missing dependency".
 repro: $(STAMP)
+	@test -e ../shared/data || { echo "make: DVC tracks ../shared/data (dvc.yaml, stage prepare) and it does not exist;" \
+	  "link your datasets there: ln -s $(abspath $(DATA)) ../shared/data   (docs/dvc.md)" >&2; exit 2; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 lint-images: $(TOOLS_STAMP)
