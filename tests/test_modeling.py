@@ -334,6 +334,17 @@ def test_load_error_for_missing_local_path(tmp_path):
         load_model_and_tokenizer(str(tmp_path / "no" / "such" / "model"))
 
 
+def test_load_error_for_a_folder_that_is_not_a_model(tmp_path, tiny_dir):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match=r"is not a Hugging Face model folder: no config.json and no tokenizer_config.json"):
+        load_model_and_tokenizer(str(tmp_path))
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text((tiny_dir[0] / "config.json").read_text())
+    with pytest.raises(ModelLoadError, match=r"half is not a Hugging Face model folder: no tokenizer_config.json \("):
+        load_model_and_tokenizer(str(half))
+
+
 def test_resolve_base_model(tmp_path, tiny_dir):
     missing = tmp_path / "not-built"
     with pytest.raises(ModelLoadError, match=r"run `rner model init-tiny --out .*not-built`"):

@@ -319,6 +319,12 @@ def load_model_and_tokenizer(
         raise ModelLoadError(
             f"model {name_or_path!r} is neither an existing directory nor a hub name like 'Qwen/Qwen3-8B-Base'"
         )
+    if is_local and Path(name_or_path).expanduser().is_dir():
+        folder = Path(name_or_path).expanduser()
+        missing = [f for f in ("config.json", "tokenizer_config.json") if not (folder / f).is_file()]
+        if missing:  # say so before transformers guesses a tokenizer backend and blames sentencepiece
+            raise ModelLoadError(f"{folder} is not a Hugging Face model folder: no {' and no '.join(missing)} "
+                                 "(a trained model folder holds config.json, *.safetensors and the tokenizer files)")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)

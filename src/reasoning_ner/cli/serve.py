@@ -53,8 +53,10 @@ def serve_cmd(
         raise fail(f"invalid serve settings: {problems}") from exc
     if settings.backend == "transformers" and not model:
         raise fail("--model is required with the transformers backend (or use --backend remote --remote-url URL)")
-    err_console.print(f"serving {settings.model_name!r} ({settings.backend}) on http://{settings.host}:{settings.port} "
-                      f"- predict: /v1/models/{settings.model_name}:predict, OpenAI: /openai/v1 (Ctrl-C to stop)")
+    source = model if settings.backend == "transformers" else settings.remote_url
+    err_console.print(f"loading {source} ({settings.backend}), then serving {settings.model_name!r} on "
+                      f"http://{settings.host}:{settings.port} - predict: /v1/models/{settings.model_name}:predict, "
+                      "OpenAI: /openai/v1 (Ctrl-C to stop)")
     try:
         serve(settings, model)
     except (ModelLoadError, ValueError) as exc:
