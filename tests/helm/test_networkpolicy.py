@@ -187,3 +187,19 @@ def test_the_builders_policies_allow_the_same() -> None:
         assert ingress_allowed(pols, GATEWAY, transformer, 8080)
         assert not ingress_allowed(pols, GATEWAY, predictor, 8080)
         assert ingress_allowed(pols, transformer, predictor, 8080)
+
+
+def test_the_notes_in_cluster_curl_says_which_namespaces_the_policy_admits() -> None:
+    """NOTES' in-cluster curl works from the namespaces it names, and adding a client's namespace as it says
+    admits that client to the transformer's port (evaluated over the rendered policies)."""
+    from .chart_tools import render_files
+
+    client = Pod("team-apps", {"app": "caller"})
+    notes = render_files()["templates/NOTES.txt"]
+    assert "istio-system, knative-serving, kserve; for your own clients, add their namespace to" in notes
+    assert not ingress_allowed(list(policies().values()), client, TRANSFORMER, 8080)
+    opened = {"serving": {"networkPolicy": {"gatewayNamespaces": ["istio-system", "knative-serving", "kserve", "team-apps"]}}}
+    assert ingress_allowed(list(policies(opened).values()), client, TRANSFORMER, 8080)
+    assert not ingress_allowed(list(policies(opened).values()), client, PREDICTOR, 8080), "the API key stays in front"
+    off = {"serving": {"networkPolicy": {"enabled": False}}}
+    assert "the NetworkPolicy admits" not in render_files(off)["templates/NOTES.txt"]
