@@ -523,6 +523,26 @@ def test_target_from_config_and_values() -> None:
         target_from_values({"serving": {"storage": {"serviceAccountName": "sa"}}})
 
 
+def test_values_that_break_the_charts_schema_are_refused_before_any_check(tmp_path: Path) -> None:
+    """`rner preflight -f` refuses what `helm install` would (exit 2 naming each key), before touching a cluster."""
+    from typer.testing import CliRunner
+
+    from reasoning_ner.cli import app
+    from reasoning_ner.k8s.preflight_target import load_values
+
+    chart = Path(__file__).resolve().parents[1] / "charts" / "reasoning-ner"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("serving:\n  mode: Knative\n  replicas: 3\n")
+    with pytest.raises(ValueError, match=r"serving.mode: 'Knative' is not one of .*'replicas' was unexpected"):
+        load_values([bad], chart)
+    good = tmp_path / "good.yaml"
+    good.write_text("serving:\n  mode: knative\n")
+    assert load_values([good], chart)["serving"]["mode"] == "knative"
+    res = CliRunner().invoke(app, ["preflight", "-f", str(bad), "--chart", str(chart),
+                                   "--kubeconfig", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "break the chart's schema" in res.output and "kubeconfig" not in res.output.lower()
+
+
 def test_dvc_default_remote(tmp_path: Path) -> None:
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = s3\n['remote \"s3\"']\n    url = s3://bucket/dvc\n"

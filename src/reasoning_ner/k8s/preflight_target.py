@@ -194,7 +194,22 @@ def load_values(files: Iterable[str | os.PathLike[str]], chart: str | os.PathLik
     sources = ([Path(chart) / "values.yaml"] if chart else []) + [Path(f) for f in files]
     for path in sources:
         merged = deep_merge(merged, read_yaml_mapping(path, "values file", PreflightError))
+    schema = Path(chart) / "values.schema.json" if chart else None
+    if schema is not None and schema.is_file():  # what `helm install` would refuse, refused here first (exit 2)
+        check_values_schema(merged, schema)
     return merged
+
+
+def check_values_schema(values: Mapping[str, Any], schema_path: Path) -> None:
+    """Raise PreflightError listing every place ``values`` breaks the chart's values.schema.json."""
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(json.loads(schema_path.read_text()))
+    problems = sorted(f"{'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+                      for e in validator.iter_errors(values))
+    if problems:
+        raise PreflightError(f"the values break the chart's schema ({schema_path}): " + "; ".join(problems[:10])
+                             + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
 
 
 def dvc_default_remote(repo: str | os.PathLike[str] = ".", name: str | None = None) -> str | None:
