@@ -22,7 +22,7 @@ the chart's own consistency checks. All problems are reported at once.
 {{- $problems = append $problems (printf "namespace '%s' is not a DNS label" $ns) -}}
 {{- end -}}
 {{- if and $knative (ne $autoscaler "kpa") -}}
-{{- $problems = append $problems (printf "autoscaler '%s' needs mode 'standard': Knative mode scales with Knative's KPA (containerConcurrency / scaleTarget); KEDA and external autoscalers act on Standard-mode Deployments" $autoscaler) -}}
+{{- $problems = append $problems (printf "autoscaler '%s' needs mode 'standard': Knative mode scales with Knative's KPA (containerConcurrency / scaleTarget); KEDA and external autoscalers act on Standard-mode Deployments. With mode 'knative', set autoscaler 'kpa'" $autoscaler) -}}
 {{- end -}}
 {{- if and (not $knative) (eq $autoscaler "kpa") -}}
 {{- $problems = append $problems "autoscaler 'kpa' is Knative's autoscaler; use mode 'knative', or 'none'/'keda'/'external' in Standard mode" -}}

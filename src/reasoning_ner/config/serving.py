@@ -363,7 +363,8 @@ def settings_problems(s: ServingSettings) -> list[str]:
     knative = s.mode == "knative"
     if knative and s.autoscaler != "kpa":
         out.append(f"autoscaler {s.autoscaler!r} needs mode 'standard': Knative mode scales with Knative's KPA "
-                   "(containerConcurrency / scaleTarget); KEDA and external autoscalers act on Standard-mode Deployments")
+                   "(containerConcurrency / scaleTarget); KEDA and external autoscalers act on Standard-mode Deployments. With mode "
+                   "'knative', set autoscaler 'kpa'")
     if not knative and s.autoscaler == "kpa":
         out.append("autoscaler 'kpa' is Knative's autoscaler; use mode 'knative', or 'none'/'keda'/'external' in Standard mode")
     if not knative and s.knative.canary_traffic_percent is not None:
