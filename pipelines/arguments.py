@@ -28,6 +28,23 @@ class ConfigParameter:
     read: Callable[[Config], Any]
 
 
+#: The parameters both pipelines (main and refresh) take, with the same meaning.
+COMMON_PARAMETERS = {
+    "profile": ConfigParameter(("profile",), lambda c: c.profile),
+    # `cot.teacher` follows teacher_url (set: the OpenAI-compatible teacher).
+    "teacher_url": ConfigParameter(("cot.teacher_url", "cot.teacher"), lambda c: c.cot.teacher_url or ""),
+    "teacher_model": ConfigParameter(("cot.teacher_model",), lambda c: c.cot.teacher_model),
+    "judge_url": ConfigParameter(("cot.judge_url",), lambda c: c.cot.judge_url or ""),
+    "judge_threshold": ConfigParameter(("cot.judge_threshold",), lambda c: c.cot.judge_threshold),
+    "max_records_per_dataset": ConfigParameter(("cot.max_records_per_dataset",),
+                                               lambda c: c.cot.max_records_per_dataset or 0),
+    "use_lora": ConfigParameter(("sft.finetune",), lambda c: c.sft.finetune == "lora"),
+    "sft_learning_rate": ConfigParameter(("sft.learning_rate",), lambda c: c.sft.learning_rate),
+    "sft_max_steps": ConfigParameter(("sft.max_steps",), lambda c: max(c.sft.max_steps, 0)),
+    "eval_limit": ConfigParameter(("eval.limit",), lambda c: c.eval.limit or 0),
+}
+
+
 def config_arguments(table: Mapping[str, ConfigParameter], cfg: Config) -> dict[str, Any]:
     """The run parameters ``cfg`` decides."""
     return {name: param.read(cfg) for name, param in table.items()}

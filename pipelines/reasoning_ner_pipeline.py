@@ -44,7 +44,7 @@ from components.submit_trainjob.component import submit_trainjob
 from components.train_grpo.component import train_grpo
 from components.train_sft.component import train_sft
 from components.validate_data.component import validate_data
-from pipelines.arguments import ConfigParameter, config_arguments
+from pipelines.arguments import COMMON_PARAMETERS, ConfigParameter, config_arguments
 from reasoning_ner.config import resolve_config
 from reasoning_ner.images import image
 # Shared with `rner preflight`, which checks a cluster against exactly these defaults.
@@ -91,27 +91,17 @@ def _gpu_pool(task: dsl.PipelineTask, accelerator_type: Any, gpus: Any, node_sel
 
 
 #: The run parameters the shared configuration decides (pipelines/arguments.py): the config keys each
-#: carries and how its value is read. `cot.teacher` follows teacher_url (set: the OpenAI-compatible teacher).
+#: carries and how its value is read.
 CONFIG_PARAMETERS = {
-    "profile": ConfigParameter(("profile",), lambda c: c.profile),
-    "teacher_url": ConfigParameter(("cot.teacher_url", "cot.teacher"), lambda c: c.cot.teacher_url or ""),
-    "teacher_model": ConfigParameter(("cot.teacher_model",), lambda c: c.cot.teacher_model),
-    "judge_url": ConfigParameter(("cot.judge_url",), lambda c: c.cot.judge_url or ""),
-    "judge_threshold": ConfigParameter(("cot.judge_threshold",), lambda c: c.cot.judge_threshold),
-    "max_records_per_dataset": ConfigParameter(("cot.max_records_per_dataset",),
-                                               lambda c: c.cot.max_records_per_dataset or 0),
+    **COMMON_PARAMETERS,
     "sft_data": ConfigParameter(("cot.sft_data",), lambda c: c.cot.sft_data),
     "ner_cot_uri": ConfigParameter(("cot.ner_cot_uri",), lambda c: c.cot.ner_cot_uri or ""),
     "base_model": ConfigParameter(("model.base_model",), lambda c: c.model.base_model),
-    "use_lora": ConfigParameter(("sft.finetune",), lambda c: c.sft.finetune == "lora"),
     "sft_epochs": ConfigParameter(("sft.num_train_epochs",), lambda c: c.sft.num_train_epochs),
-    "sft_learning_rate": ConfigParameter(("sft.learning_rate",), lambda c: c.sft.learning_rate),
-    "sft_max_steps": ConfigParameter(("sft.max_steps",), lambda c: max(c.sft.max_steps, 0)),
     "grpo_group_size": ConfigParameter(("grpo.num_generations",), lambda c: c.grpo.num_generations),
     "grpo_learning_rate": ConfigParameter(("grpo.learning_rate",), lambda c: c.grpo.learning_rate),
     "grpo_max_steps": ConfigParameter(("grpo.max_steps",), lambda c: max(c.grpo.max_steps, 0)),
     "use_vllm": ConfigParameter(("grpo.use_vllm",), lambda c: c.grpo.use_vllm),
-    "eval_limit": ConfigParameter(("eval.limit",), lambda c: c.eval.limit or 0),
     "min_gate_value": ConfigParameter(("promotion.min_gate_value",), lambda c: c.promotion.min_gate_value),
 }
 

@@ -35,7 +35,7 @@ from components.skip_refresh.component import skip_refresh
 from components.synthesize_cot.component import synthesize_cot
 from components.train_sft.component import train_sft
 from components.validate_data.component import validate_data
-from pipelines.arguments import ConfigParameter, config_arguments
+from pipelines.arguments import COMMON_PARAMETERS, ConfigParameter, config_arguments
 from pipelines.reasoning_ner_pipeline import (DEFAULT_REPO_URL, HELP, PIPELINE_NAME, WORKSPACE_MOUNT, _gpu_pool,
                                               _resources, _secrets)
 from reasoning_ner.config import resolve_config
@@ -64,20 +64,10 @@ REFRESH_HELP = {
 
 #: The run parameters the shared configuration decides (pipelines/arguments.py).
 CONFIG_PARAMETERS = {
-    "profile": ConfigParameter(("profile",), lambda c: c.profile),
+    **COMMON_PARAMETERS,
     "lookback_days": ConfigParameter(("flywheel.harvest_window_days",), lambda c: c.flywheel.harvest_window_days),
     "harvest_budget": ConfigParameter(("flywheel.harvest_budget",), lambda c: c.flywheel.harvest_budget),
-    "teacher_url": ConfigParameter(("cot.teacher_url", "cot.teacher"), lambda c: c.cot.teacher_url or ""),
-    "teacher_model": ConfigParameter(("cot.teacher_model",), lambda c: c.cot.teacher_model),
-    "judge_url": ConfigParameter(("cot.judge_url",), lambda c: c.cot.judge_url or ""),
-    "judge_threshold": ConfigParameter(("cot.judge_threshold",), lambda c: c.cot.judge_threshold),
-    "max_records_per_dataset": ConfigParameter(("cot.max_records_per_dataset",),
-                                               lambda c: c.cot.max_records_per_dataset or 0),
     "mix_ratio": ConfigParameter(("refresh.mix_ratio",), lambda c: c.refresh.mix_ratio),
-    "use_lora": ConfigParameter(("sft.finetune",), lambda c: c.sft.finetune == "lora"),
-    "sft_learning_rate": ConfigParameter(("sft.learning_rate",), lambda c: c.sft.learning_rate),
-    "sft_max_steps": ConfigParameter(("sft.max_steps",), lambda c: max(c.sft.max_steps, 0)),
-    "eval_limit": ConfigParameter(("eval.limit",), lambda c: c.eval.limit or 0),
     "zero_shot_tolerance": ConfigParameter(("promotion.zero_shot_tolerance",),
                                            lambda c: c.promotion.zero_shot_tolerance),
 }
