@@ -52,6 +52,7 @@ $(TOOLS_STAMP): requirements/tools.txt | $(STAMP)
 	touch $(TOOLS_STAMP)
 
 run: $(STAMP)
+	@$(BIN)/rner --profile $(PROFILE) config show > /dev/null  # a bad PROFILE stops here, before the data stages
 	RNER_DATA_DIR=$(DATA) $(MAKE) --no-print-directory repro
 	$(BIN)/rner --profile $(PROFILE) pipeline run-local --work $(WORK)
 
