@@ -443,6 +443,10 @@ def parse_duration(d: str) -> int:
 
 def validate_storage_uri(uri: str) -> str:
     """Accept ``s3://bucket/prefix`` and ``pvc://claim/path``; explain anything else."""
+    bucket = re.match(r"^s3://([^/]*)", uri) if isinstance(uri, str) else None
+    if bucket and not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket.group(1)):
+        raise ValueError(f"storage URI {uri!r}: {bucket.group(1)!r} is not an S3 bucket name (3-63 characters: "
+                         "lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit)")
     if not isinstance(uri, str) or not STORAGE_URI_RE.match(uri):
         raise ValueError(
             f"storage URI {uri!r} is not deployable: use s3://<bucket>/<prefix> (read by KServe's storage "
