@@ -78,13 +78,12 @@ def cot_synthesize(
 
 
 def _first_error(rejected: Path) -> str:
-    import json
+    from ..records import read_jsonl
 
-    with open(rejected, encoding="utf-8") as fh:
-        for line in fh:
-            errors = json.loads(line).get("details", {}).get("error")
-            if errors:
-                return str(errors[0])[:300]
+    for row in read_jsonl(rejected):
+        errors = row.get("details", {}).get("error")
+        if errors:
+            return str(errors[0])[:300]
     return "no error recorded"
 
 
