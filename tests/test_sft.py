@@ -262,6 +262,67 @@ def test_loss_equals_stock_and_gradient_accumulation_is_token_weighted(
         torch.testing.assert_close(full_stock[name], delta, rtol=1e-4, atol=1e-6 * norm, msg=name)
 
 
+def test_unlikelihood_candidates_are_the_earlier_distinct_completion_tokens() -> None:
+    import torch
+
+    from reasoning_ner.training.loss import previous_token_candidates
+
+    rng = random.Random(0)
+    for _ in range(200):
+        batch, length = rng.randint(1, 4), rng.randint(2, 12)
+        labels = torch.tensor([[rng.randint(0, 4) for _ in range(length)] for _ in range(batch)])
+        for row in labels:
+            row[: rng.randint(0, length)] = -100  # the prompt
+            if rng.random() < 0.3:
+                row[rng.randint(0, length - 1):] = -100  # right padding
+        mask = labels != -100
+        ids, valid = previous_token_candidates(labels, mask)
+        assert ids.shape[0] == int(mask.sum())
+        rows = iter(zip(ids.tolist(), valid.tolist()))
+        for seq, seq_mask in zip(labels.tolist(), mask.tolist()):
+            targets = [t for t, m in zip(seq, seq_mask) if m]
+            for i, target in enumerate(targets):
+                row_ids, row_valid = next(rows)
+                got = [t for t, ok in zip(row_ids, row_valid) if ok]
+                assert sorted(got) == sorted(set(targets[:i]) - {target}), (targets, i)
+
+
+def test_unlikelihood_term_and_its_weight_in_the_training_loss(tmp_path: Path, micro_base: Path, micro_train_file: Path) -> None:
+    import torch
+
+    from reasoning_ner.training.loss import completion_nll, previous_token_candidates
+    from reasoning_ner.training.sft import load_sft_records
+
+    torch.manual_seed(0)
+    labels = torch.tensor([[-100, -100, 5, 6, 5, 7, 6], [-100, 3, 3, 4, -100, -100, -100]])
+    hidden, head = torch.randn(2, 7, 8), torch.nn.Linear(8, 10, bias=False)
+    plain, with_ul = completion_nll(hidden, labels, head), completion_nll(hidden, labels, head, unlikelihood=True)
+    assert plain.unlikelihood_sum is None
+    torch.testing.assert_close(with_ul.nll_sum, plain.nll_sum)  # the NLL itself is unchanged
+    # -sum log(1 - p(c)) over each position's earlier distinct tokens, written out.
+    shift, mask = labels[:, 1:], labels[:, 1:] != -100
+    probs = head(hidden).softmax(-1)[:, :-1][mask]
+    ids, valid = previous_token_candidates(shift, mask)
+    expected = sum(-math.log(1 - float(probs[r, c])) for r in range(len(ids)) for c, ok in zip(ids[r], valid[r]) if ok)
+    assert float(with_ul.unlikelihood_sum) == pytest.approx(expected, rel=1e-5) and expected > 0
+
+    # In the trainer: loss = (NLL + w * UL) / tokens, and the term is logged.
+    common = ["sft.max_length=1024", "sft.per_device_train_batch_size=8"]
+    records = load_sft_records([micro_train_file], micro_cfg(*common))[:8]
+    plain_t = _trainer(micro_cfg(*common), micro_base, records, tmp_path / "p")
+    ul_t = _trainer(micro_cfg(*common, "sft.unlikelihood_weight=2.0"), micro_base, records, tmp_path / "u")
+    batch = next(iter(plain_t.get_train_dataloader()))
+    with torch.no_grad():
+        plain_t.model.train(), ul_t.model.train()
+        base_loss = float(plain_t.compute_loss(plain_t.model, dict(batch)))
+        outputs = ul_t.model(**{k: v for k, v in batch.items() if k != "labels"}, completion_labels=batch["labels"])
+        ul_loss = float(ul_t.compute_loss(ul_t.model, dict(batch)))
+    per_token_ul = float(outputs.unlikelihood_sum / outputs.n_tokens)
+    assert per_token_ul > 0
+    assert ul_loss == pytest.approx(base_loss + 2.0 * per_token_ul, rel=1e-5)
+    assert ul_t._metrics["train"]["unlikelihood"][-1] == pytest.approx(per_token_ul, rel=1e-5)
+
+
 # ------------------------------------------------------------------------------ LoRA, resume, divergence
 
 

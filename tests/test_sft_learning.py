@@ -65,3 +65,23 @@ def test_exported_model_loads_with_card_and_curves(sft_model: dict[str, Any]) ->
     assert json.loads((out / "summary.json").read_text())["model_dir"] == str(model_dir)
     # The offline teacher's tagged chain over CoNLL-2003's first training sentence.
     assert next(iter(read_jsonl(sft_model["train_file"])))["cot"] == "[ EU | organization ] rejects German call to boycott British lamb ."
+
+
+def test_cpu_decoding_that_drops_finished_rows_equals_generate(sft_model: dict[str, Any]) -> None:
+    """The evaluation's CPU loop removes a row (and its cache) once it stops; on the trained model, whose
+    answers stop at many different lengths and sometimes loop to the limit, it yields exactly what
+    transformers ``generate`` yields for the same batches."""
+    from reasoning_ner.inference import TransformersEngine
+    from reasoning_ner.modeling import load_model_and_tokenizer
+    from reasoning_ner.training.generate import record_prompts
+
+    model, tok = load_model_and_tokenizer(str(sft_model["model_dir"]))
+    prompts = record_prompts(sft_model["eval_records"][:96], sft_model["cfg"].prompt)
+    engine = TransformersEngine.for_model(model, tok, batch_size=32)
+    assert engine._prunes_finished_rows()
+    pruned = engine.generate(prompts, 128)
+    engine._prunes_finished_rows = lambda: False  # the stock path, for reference
+    stock = engine.generate(prompts, 128)
+    assert [(g.text, g.completion_tokens, g.finish_reason) for g in pruned] == [
+        (g.text, g.completion_tokens, g.finish_reason) for g in stock]
+    assert len({g.completion_tokens for g in stock}) > 10, "rows stop at many lengths, so rows were dropped"

@@ -197,6 +197,9 @@ class SFTSection(_Section):
     per_device_train_batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(2, ge=1)
     max_length: int = Field(8192, ge=1)
+    unlikelihood_weight: float = Field(
+        0.0, ge=0, description="Weight of token-level unlikelihood (Welleck et al. 2019) against repeating the "
+        "completion's earlier tokens; 0 = plain cross-entropy, as the paper trains. Off the fused GPU loss kernel.")
     bf16: bool = True
     gradient_checkpointing: bool = True
     padding_free: bool = True

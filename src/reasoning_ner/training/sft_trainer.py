@@ -81,7 +81,8 @@ class CompletionOnlySFTTrainer(SFTTrainer):
     loss_is_scaled_for_ga = True
 
     def __init__(
-        self, *args: Any, max_length: int | None = None, torch_compile: bool = False, bf16_weights: bool = False, **kwargs: Any
+        self, *args: Any, max_length: int | None = None, torch_compile: bool = False, bf16_weights: bool = False,
+        unlikelihood_weight: float = 0.0, **kwargs: Any
     ) -> None:
         sft_args = kwargs.get("args") if "args" in kwargs else (args[1] if len(args) > 1 else None)
         if sft_args is not None and getattr(sft_args, "max_length", None) is not None:
@@ -94,7 +95,11 @@ class CompletionOnlySFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         from accelerate.utils import is_peft_model
 
-        add_completion_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+        if unlikelihood_weight < 0:
+            raise ValueError(f"unlikelihood_weight must be >= 0, got {unlikelihood_weight}")
+        self.unlikelihood_weight = float(unlikelihood_weight)
+        add_completion_head(self.model.get_base_model() if is_peft_model(self.model) else self.model,
+                            unlikelihood=self.unlikelihood_weight > 0)
         self.bf16_weights = bf16_weights
         self.compiled_layers = compile_decoder_layers(self.model) if torch_compile else 0
         # Count completion tokens over the whole accumulated batch, so that the loss of k
@@ -153,13 +158,18 @@ class CompletionOnlySFTTrainer(SFTTrainer):
         labels = inputs.pop("labels")
         inputs["use_cache"] = False
         outputs = model(**inputs, completion_labels=labels)
+        objective_sum = outputs.nll_sum
+        if outputs.unlikelihood_sum is not None:
+            objective_sum = objective_sum + self.unlikelihood_weight * outputs.unlikelihood_sum
+            per_token = (outputs.unlikelihood_sum / outputs.n_tokens.clamp(min=1)).detach()
+            self._metrics[mode].setdefault("unlikelihood", []).append(float(self.accelerator.gather_for_metrics(per_token).mean()))
         if num_items_in_batch is not None:
-            loss = outputs.nll_sum / num_items_in_batch
+            loss = objective_sum / num_items_in_batch
             if self.args.average_tokens_across_devices:
                 # Like Trainer.compute_loss: the count covers every rank and DDP averages gradients.
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         else:
-            loss = outputs.nll_sum / outputs.n_tokens.clamp(min=1)
+            loss = objective_sum / outputs.n_tokens.clamp(min=1)
             if mode == "train":
                 loss = loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         if mode == "train":
@@ -286,7 +296,8 @@ def build_trainer(
     eval_ds = Dataset.from_list([sft_example(r, cfg) for r in eval_records]) if eval_records else None
     kwargs: dict[str, Any] = {}
     if issubclass(trainer_cls, CompletionOnlySFTTrainer):
-        kwargs.update(max_length=cfg.sft.max_length, torch_compile=runtime.torch_compile, bf16_weights=runtime.bf16_weights)
+        kwargs.update(max_length=cfg.sft.max_length, torch_compile=runtime.torch_compile, bf16_weights=runtime.bf16_weights,
+                      unlikelihood_weight=cfg.sft.unlikelihood_weight)
     return trainer_cls(
         model=model,
         args=args,
