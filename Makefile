@@ -17,6 +17,10 @@ export HF_HUB_OFFLINE ?= 1
 export GX_ANALYTICS_ENABLED = false
 export DVC_NO_ANALYTICS = 1
 export TOKENIZERS_PARALLELISM = false
+# glibc malloc: keep tensors up to 32 MB on the heap and the freed heap in the process, instead of a
+# fresh zero-filled mmap for every large activation: ~7% faster CPU training steps, system time
+# 5.5 s -> 2 s in 80 tiny-cpu SFT steps (docs/training.md). A GLIBC_TUNABLES of your own wins.
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296
 
 TOOLS := .venv-tools
 # The installer of both venvs (a static binary from PyPI, pinned; bootstrapped into .venv with pip).
