@@ -2,8 +2,8 @@
 
 * :class:`TransformersEngine`: in-process greedy decoding (CPU or GPU), left padding,
   length-sorted batches (about 5x faster than one by one on the tiny CPU model, with identical
-  greedy output), stop on ``<|im_end|>``. On CPU its own loop drops rows that have stopped (a
-  third faster on the tiny model, whose batches often wait for one looping answer); on GPU
+  greedy output), stop on ``<|im_end|>``. On CPU its own loop drops rows that have stopped (1.55x
+  on the tiny model, whose batches often wait for one looping answer; bench/decode_speed.py); on GPU
   transformers ``generate``. Both give the same tokens (tests/test_sft_learning.py).
 * :class:`VLLMEngine`: vLLM offline (``LLM.generate`` with greedy ``SamplingParams``), the
   reference's evaluation engine; chosen automatically when vLLM imports and a GPU is present.
