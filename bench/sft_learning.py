@@ -164,6 +164,7 @@ def run_speed(prepared: Path, work: Path, steps: int, rounds: int) -> dict[str, 
         load_sft_records,
         resolve_runtime,
     )
+    from reasoning_ner.training.runtime import cpu_has_amx
 
     tiny = build_tiny(prepared, work / "tiny-seed0", 0)
     cfg = load_config(
@@ -188,20 +189,24 @@ def run_speed(prepared: Path, work: Path, steps: int, rounds: int) -> dict[str, 
     fitting = [r for r in records if n_tokens(r) <= cfg.sft.max_length]
     records = random.Random(0).sample(fitting, steps * cfg.sft.per_device_train_batch_size)
 
-    variants = [  # (name, trainer class, length-grouped batches)
-        ("stock", SFTTrainer, False),
-        ("ours", CompletionOnlySFTTrainer, False),
-        ("ours_grouped", CompletionOnlySFTTrainer, True),
+    # bf16 autocast with float32 attention (sft.cpu_bf16), forced on to measure it on any CPU.
+    bf16_cfg = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"cpu_bf16": True})})
+    bf16_runtime = resolve_runtime(bf16_cfg.sft)
+    variants = [  # (name, trainer class, length-grouped batches, config, runtime)
+        ("stock", SFTTrainer, False, cfg, runtime),
+        ("ours", CompletionOnlySFTTrainer, False, cfg, runtime),
+        ("ours_grouped", CompletionOnlySFTTrainer, True, cfg, runtime),
+        ("ours_grouped_cpu_bf16", CompletionOnlySFTTrainer, True, bf16_cfg, bf16_runtime),
     ]
-    timings: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    timings: dict[str, list[float]] = {name: [] for name, *_ in variants}
     first_loss: dict[str, float] = {}
     for rnd in range(rounds):
-        for name, cls, grouped in variants:
-            model, tok = load_for_training(str(tiny), cfg, runtime)
-            args = build_sft_args(cfg, work / f"speed-{name}", runtime, progress=False)
+        for name, cls, grouped, vcfg, vruntime in variants:
+            model, tok = load_for_training(str(tiny), vcfg, vruntime)
+            args = build_sft_args(vcfg, work / f"speed-{name}", vruntime, progress=False)
             args.train_sampling_strategy = "group_by_length" if grouped else "random"
             trainer = build_trainer(
-                cfg, records, model, tok, work / f"speed-{name}", runtime=runtime, args=args, trainer_cls=cls, progress=False
+                vcfg, records, model, tok, work / f"speed-{name}", runtime=vruntime, args=args, trainer_cls=cls, progress=False
             )
             if rnd == 0 and not grouped:  # loss of the same first batch, before any update
                 batch = next(iter(trainer.get_train_dataloader()))
@@ -222,6 +227,8 @@ def run_speed(prepared: Path, work: Path, steps: int, rounds: int) -> dict[str, 
         "median_steps_per_second": med,
         "speedup_loss_path": med["ours"] / med["stock"],
         "speedup_with_length_grouping": med["ours_grouped"] / med["stock"],
+        "speedup_cpu_bf16_over_grouped": med["ours_grouped_cpu_bf16"] / med["ours_grouped"],
+        "amx": cpu_has_amx(),
         "first_batch_loss": first_loss,
         "machine": load_info(),
     }

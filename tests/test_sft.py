@@ -437,6 +437,56 @@ def test_gpu_options_are_off_on_cpu() -> None:
     assert cuda.gradient_checkpointing
 
 
+def test_cpu_bf16_is_a_switch_and_auto_follows_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reasoning_ner.training import runtime as rt
+
+    off = rt.resolve_runtime(micro_cfg().sft, device="cpu")
+    assert not off.bf16 and off.attn_implementation is None
+    on = rt.resolve_runtime(micro_cfg("sft.cpu_bf16=true").sft, device="cpu")
+    assert on.bf16 and on.attn_implementation == rt.FP32_SDPA
+    for amx in (False, True):
+        monkeypatch.setattr(rt, "cpu_has_amx", lambda amx=amx: amx)
+        auto = rt.resolve_runtime(micro_cfg("sft.cpu_bf16=auto").sft, device="cpu")
+        assert auto.bf16 is amx and (auto.attn_implementation == rt.FP32_SDPA) is amx
+        assert auto.notes == [f"cpu_bf16=auto: {'AMX present, bf16 autocast' if amx else 'no AMX, float32'}"]
+    with pytest.raises(Exception, match="cpu_bf16"):
+        micro_cfg("sft.cpu_bf16=sometimes")
+
+
+def test_cpu_bf16_trains_under_autocast_with_float32_attention(tmp_path: Path, micro_base: Path, micro_train_file: Path) -> None:
+    """Linear layers run in bf16, attention in float32, weights stay float32, the loss matches the
+    float32 one, and the exported model loads with the default attention."""
+    import torch
+
+    from reasoning_ner.training.sft import load_sft_records, train_sft
+
+    cfg = micro_cfg("sft.cpu_bf16=true", "sft.max_steps=3", "sft.learning_rate=1e-3")
+    records = load_sft_records([micro_train_file], cfg)[:16]
+    trainer = _trainer(cfg, micro_base, records, tmp_path / "t")
+    layer = trainer.model.model.layers[0]
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        layer.mlp.down_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("linear_out", o.dtype)),
+        layer.self_attn.o_proj.register_forward_pre_hook(lambda m, i: seen.__setitem__("attention_out", i[0].dtype)),
+    ]
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():
+        fp32_loss = float(trainer.compute_loss(trainer.model, batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_loss = float(trainer.compute_loss(trainer.model, batch))
+    trainer.train()
+    for hook in hooks:
+        hook.remove()
+    assert seen == {"linear_out": torch.bfloat16, "attention_out": torch.float32}
+    assert abs(bf16_loss - fp32_loss) < 0.02 * fp32_loss and bf16_loss != fp32_loss
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    out = train_sft(cfg, [micro_train_file], tmp_path / "run", base_model=str(micro_base), progress=False)
+    assert math.isfinite(out["train_loss_last"])
+    config = json.loads((Path(out["model_dir"]) / "config.json").read_text())
+    assert "sdpa_fp32" not in json.dumps(config) and config["dtype"] == "float32"
+    assert_exported_model(Path(out["model_dir"]), card_needles=("| attn_implementation | sdpa_fp32 |", "| bf16 | True |"))
+
+
 def test_module_entry_point(tmp_path: Path, micro_base: Path, micro_train_file: Path, prepared_dir: Path, capsys: Any) -> None:
     from reasoning_ner.training.sft import main
 

@@ -213,6 +213,10 @@ class SFTSection(_Section):
         "(AdamW on fp32; never pure bf16). Off: fp32 weights under bf16 autocast."
     )
     attn_implementation: str | None = Field("flash_attention_2", description="Used only when installed and on GPU.")
+    cpu_bf16: bool | Literal["auto"] = Field(
+        False, description="CPU: bf16 autocast over float32 master weights, attention kept in float32. 'auto': only "
+        "where the CPU has AMX tiles (bf16 matrix units); elsewhere bf16 is emulated and slower than float32."
+    )
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=0, description="0 = no intermediate checkpoints.")
     save_total_limit: int = Field(2, ge=1)

@@ -44,6 +44,34 @@ def _cuda_bf16() -> bool:
         return False
 
 
+#: The attention of CPU bf16 training: torch's SDPA in float32 whatever the autocast dtype.
+FP32_SDPA = "sdpa_fp32"
+
+
+def _sdpa_fp32(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """SDPA with autocast off and float32 inputs. On CPU, bf16 SDPA's backward is ~4x slower than the
+    float32 one (measured, docs/training.md), and float32 scores keep the copy circuit's sharp matches."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    with torch.autocast(query.device.type, enabled=False):
+        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+
+
+def register_fp32_sdpa() -> str:
+    """Register :data:`FP32_SDPA` with transformers' attention registry (idempotent); returns its name."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FP32_SDPA, _sdpa_fp32)
+    return FP32_SDPA
+
+
+def cpu_has_amx() -> bool:
+    """True where the CPU has AMX tiles, on which oneDNN runs bf16 matrix multiplies natively."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
 def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettings:
     """Turn the configured GPU options into the ones that apply on this machine."""
     if device is None:
@@ -54,7 +82,11 @@ def resolve_runtime(sft: SFTSection, device: str | None = None) -> RuntimeSettin
         wanted = [k for k in gpu_only if getattr(sft, k)]
         if wanted or sft.attn_implementation:
             notes.append(f"no CUDA device: {', '.join(wanted + ['attn_implementation'] * bool(sft.attn_implementation))} off")
-        return RuntimeSettings(device, False, False, False, False, None, notes)
+        cpu_bf16 = sft.cpu_bf16 is True or (sft.cpu_bf16 == "auto" and device == "cpu" and cpu_has_amx())
+        if sft.cpu_bf16 == "auto":
+            notes.append("cpu_bf16=auto: " + ("AMX present, bf16 autocast" if cpu_bf16 else "no AMX, float32"))
+        attn = register_fp32_sdpa() if cpu_bf16 else None
+        return RuntimeSettings(device, cpu_bf16, False, False, False, attn, notes)
 
     attn = sft.attn_implementation
     if attn and attn.startswith("flash_attention"):
