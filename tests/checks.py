@@ -1,4 +1,4 @@
-"""Assertions shared by test files (not fixtures)."""
+"""Assertions and helpers shared by test files (not fixtures)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,9 @@ def assert_exported_model(model_dir: Path, card_needles: tuple[str, ...] = (), c
     for absent in card_absent:
         assert absent not in card, absent
     return card
+
+
+def sentence_of(prompt: str) -> str:
+    """The sentence of a rendered ChatML prompt: the user turn's last line in both prompt styles
+    (after ``Sentence: `` in the paper's, alone in the compact one)."""
+    return prompt.split("<|im_end|>", 1)[0].rsplit("\n", 1)[-1].removeprefix("Sentence: ")

@@ -33,6 +33,7 @@ from reasoning_ner.records import Entity, NERRecord, write_jsonl
 from reasoning_ner.serving import ServeSettings, build_app, build_model
 from reasoning_ner.serving.backends import Backend, GenRequest, GenResult
 from reasoning_ner.serving.drift import OVERFLOW_LABEL
+from tests.checks import sentence_of
 
 NAME = "reasoning-ner"
 PREDICT = f"/v1/models/{NAME}:predict"
@@ -45,10 +46,6 @@ REPLIES = {
     ADA: '<think>person: Ada, Bob.</think>{"entities": {"person": ["Ada", "Bob", "Carl"], "location": ["Paris"]}}',
     ACME: "not json",
 }
-
-
-def sentence_of(prompt: str) -> str:
-    return prompt.split("Sentence: ", 1)[1].split("<|im_end|>")[0]
 
 
 class TableBackend(Backend):

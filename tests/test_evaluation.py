@@ -16,6 +16,7 @@ from reasoning_ner.evaluation import TABLE1, evaluate, sample_records
 from reasoning_ner.inference import Generation, TransformersEngine, VLLMEngine, make_engine, predict, vllm_available
 from reasoning_ner.modeling import init_tiny
 from reasoning_ner.records import Entity, NERRecord, RecordError, read_records, write_jsonl
+from tests.checks import sentence_of
 
 runner = CliRunner()
 
@@ -40,7 +41,7 @@ def engine(tiny_dir: Path) -> TransformersEngine:
 
 def test_batched_generation_equals_one_by_one(engine: TransformersEngine) -> None:
     prompts = ["<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n",
-               "<|im_start|>user\nExtract entities of types [\"person\"] as JSON.\nSentence: Ada met Bob in a long sentence .<|im_end|>\n<|im_start|>assistant\n",
+               "<|im_start|>user\n[\"person\"]\nAda met Bob in a long sentence .<|im_end|>\n<|im_start|>assistant\n",
                "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n"] * 2
     batched = engine.generate(prompts, 12)
     single = [engine.generate([p], 12)[0] for p in prompts]
@@ -125,7 +126,7 @@ class ScriptedEngine:
     def generate(self, prompts, max_new_tokens):
         out = []
         for p in prompts:
-            sentence = p.split("Sentence: ", 1)[1].split("<|im_end|>")[0]
+            sentence = sentence_of(p)
             out.append(Generation(self.replies.get(sentence, "garbage"), 10, 5, 0.01))
         return out
 

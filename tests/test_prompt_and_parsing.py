@@ -34,7 +34,7 @@ def test_paper_prompt_structure() -> None:
 
 
 def test_compact_prompt_and_unknown_style() -> None:
-    assert render_prompt("x", ["a b"], "compact") == 'Extract entities of types ["a b"] as JSON.\nSentence: x'
+    assert render_prompt("x", ["a b"], "compact") == '["a b"]\nx'
     with pytest.raises(ValueError, match="unknown prompt style"):
         render_prompt("x", [], "fancy")
 
@@ -60,7 +60,7 @@ def test_chatml_wrapping_matches_the_reference_layout() -> None:
     assert chatml("hi", "yo") == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n"
     assert messages("hi", "yo") == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     text = chat_example(_record().to_dict(), PromptConfig(style="compact", answer_indent=None))
-    assert text.startswith("<|im_start|>user\nExtract entities") and text.endswith("<|im_end|>\n")
+    assert text.startswith('<|im_start|>user\n["location", "person"]\nMarie Curie met') and text.endswith("<|im_end|>\n")
 
 
 def test_parser_round_trips_a_rendered_target() -> None:

@@ -20,7 +20,7 @@ import pytest
 from reasoning_ner.config import TinyModelConfig, load_config
 from reasoning_ner.cot.offline import offline_chain
 from reasoning_ner.records import NERRecord, read_records, write_jsonl
-from tests.checks import assert_exported_model
+from tests.checks import assert_exported_model, sentence_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -167,7 +167,7 @@ def test_loss_covers_exactly_the_completion_and_im_end(tmp_path: Path, micro_bas
         assert ids[-1] == im_end
         prompt = tok.decode(ids[:first])
         assert prompt.startswith("<|im_start|>user\n") and prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
-        sentence = prompt.split("Sentence: ", 1)[1].rsplit("<|im_end|>", 1)[0]
+        sentence = sentence_of(prompt)
         assert tok.decode(ids[first:]) == render_target(by_text[sentence], cfg.prompt) + "<|im_end|>"
 
 
