@@ -177,8 +177,15 @@ class StubOpenAI(StubUpstream):
 
     @staticmethod
     def _sentence_and_labels(text: str) -> tuple[str, list[str]]:
-        sentence = re.search(r"^Sentence: (.*?)$", text, re.MULTILINE)
-        labels = re.search(r"types (\[.*?\]) as JSON", text) or re.search(r"Schema: (\[.*?\])", text)
+        """From a chat message or the user turn of a ChatML prompt: the paper style's ``Schema:`` and
+        ``Sentence:`` lines, or the compact style's schema line and sentence line."""
+        user = text.split("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
+        sentence = re.search(r"^Sentence: (.*?)$", user, re.MULTILINE)
+        labels = re.search(r"^Schema: (\[.*?\])$", user, re.MULTILINE)
+        if sentence is None:
+            lines = user.split("\n")
+            if len(lines) == 2 and lines[0].startswith("["):
+                return lines[1], json.loads(lines[0])
         return (sentence.group(1) if sentence else ""), (json.loads(labels.group(1)) if labels else ["thing"])
 
     @staticmethod
