@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from reasoning_ner.modeling import init_tiny
 from reasoning_ner.serving import ServeSettings, build_app, build_model
 from reasoning_ner.serving.schemas import answer_json_schema
+from tests.checks import sentence_of
 from tests.serving_live import NAME, SMALL, StubUpstream, free_port, wait_ready
 
 TEXT = "Ada Lovelace met Alan Turing in London."
@@ -179,14 +180,11 @@ class StubOpenAI(StubUpstream):
     def _sentence_and_labels(text: str) -> tuple[str, list[str]]:
         """From a chat message or the user turn of a ChatML prompt: the paper style's ``Schema:`` and
         ``Sentence:`` lines, or the compact style's schema line and sentence line."""
-        user = text.split("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
-        sentence = re.search(r"^Sentence: (.*?)$", user, re.MULTILINE)
+        user = text.split("<|im_end|>", 1)[0].split("<|im_start|>user\n", 1)[-1]
+        first_line = user.split("\n", 1)[0]
         labels = re.search(r"^Schema: (\[.*?\])$", user, re.MULTILINE)
-        if sentence is None:
-            lines = user.split("\n")
-            if len(lines) == 2 and lines[0].startswith("["):
-                return lines[1], json.loads(lines[0])
-        return (sentence.group(1) if sentence else ""), (json.loads(labels.group(1)) if labels else ["thing"])
+        schema = labels.group(1) if labels else first_line if first_line.startswith("[") else None
+        return sentence_of(text), (json.loads(schema) if schema else ["thing"])
 
     @staticmethod
     def _answer(sentence: str, labels: list[str]) -> str:

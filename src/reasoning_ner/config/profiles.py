@@ -57,7 +57,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # beta2 0.95), tagged chain, mean dev-600 parse / F1: 700 steps 0.917 / 0.533, 800 0.924 / 0.555,
         # 900 0.944 / 0.596 (128 new tokens, the prompt with instruction words). 1000 steps with the
         # instruction-free compact prompt (9% fewer tokens, ~0.41 s a step): 0.931 / 0.580, test-300 parse
-        # 0.947 (0.951 at 192 new tokens); they fit `make run` with the shorter GRPO below.
+        # 0.947 (0.951 at 192 new tokens). With the shorter GRPO below `make run` took 8:24 at this machine's
+        # normal speed, 9:40 and 10:27 in a phase ~20% slower (docs/pipeline.md): no room for slow phases.
         "sft": {
             "learning_rate": 2e-3, "warmup_ratio": 0.03, "weight_decay": 0.1, "adam_beta2": 0.95, "max_steps": 1000,
             "per_device_train_batch_size": 32, "gradient_accumulation_steps": 1, "max_length": 192,
